@@ -1,0 +1,1 @@
+"""Developer tools (benchmarks, peers); not part of the installed package."""
