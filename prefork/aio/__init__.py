@@ -1,0 +1,1 @@
+"""Thin asyncio glue: sockets, timers and back-pressure around the sans-I/O protocol code."""

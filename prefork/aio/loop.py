@@ -1,0 +1,64 @@
+"""An asyncio event loop that an external main loop can drive (lua-http's cqueues controller).
+
+lua-http's ``pollfd``/``events``/``timeout``/``step`` let another main loop wait on the server.
+asyncio has the pieces: a selector loop built on an explicit epoll selector has one pollable fd
+(readable when any registered socket is), and ``loop.stop(); loop.run_forever()`` runs exactly
+one iteration with public API. What asyncio does not expose is "how long until the next
+callback is due"; :func:`next_timeout` reads it from ``BaseEventLoop``'s ``_ready`` and
+``_scheduled`` lists, the one place in prefork that relies on CPython internals. For a loop
+without them it answers 0 (poll again soon), which is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import selectors
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """A selector event loop whose selector fd is pollable (epoll on Linux)."""
+    return asyncio.SelectorEventLoop(selectors.DefaultSelector())
+
+
+def pollfd(loop: asyncio.AbstractEventLoop) -> int | None:
+    """The fd that becomes readable when ``loop`` has I/O to process, or None if it has none."""
+    selector = getattr(loop, "_selector", None)
+    if selector is None:
+        return None
+    try:
+        fd = selector.fileno()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
+
+
+def next_timeout(loop: asyncio.AbstractEventLoop) -> float | None:
+    """Seconds until ``loop`` must run again: 0 if callbacks are ready, None if nothing is due."""
+    ready = getattr(loop, "_ready", None)
+    scheduled = getattr(loop, "_scheduled", None)
+    if ready is None or scheduled is None:
+        return 0.0
+    if ready:
+        return 0.0
+    if scheduled:
+        return max(0.0, scheduled[0].when() - loop.time())
+    return None
+
+
+def run_once(loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+    """Wait up to ``timeout`` seconds (None: until something happens) then run one iteration.
+
+    The wait is on :func:`pollfd` with ``select.poll``, bounded by the loop's own next deadline,
+    so timers fire on time; the iteration itself never blocks.
+    """
+    due = next_timeout(loop)
+    if timeout is not None:
+        due = timeout if due is None else min(due, timeout)
+    fd = pollfd(loop)
+    if due != 0 and fd is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll(None if due is None else max(0, int(due * 1000 + 0.999)))
+    loop.stop()
+    loop.run_forever()

@@ -1,0 +1,449 @@
+"""lua-http's ``http.server`` on asyncio: accept connections and run ``onstream`` per request.
+
+``new(**options)`` wraps an existing socket (or none: connections then come from
+:meth:`Server.add_socket`, as in a prefork worker); ``listen(**options)`` makes the socket.
+The options are validated at once (``prefork.options``); docs/server.md is the reference.
+
+Error handling follows lua-http: errors go to the ``onerror`` handler, called as
+``handler(server, context, op, err, errno)`` with ``op`` one of ``accept``, ``wrap``,
+``get_next_incoming_stream`` and ``onstream``. The default handler re-raises, so the error
+surfaces from :meth:`Server.step`, :meth:`Server.loop` or :meth:`Server.serve`. Ordinary
+disconnects (EPIPE, ECONNRESET, timeouts) and clients' protocol errors (answered with 4xx) are
+not errors of the server and are not reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno as errnos
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any
+
+from prefork import sockets
+from prefork.aio import loop as aioloop
+from prefork.aio.http1 import H1Connection, H1Stream
+from prefork.errors import ProtocolError
+from prefork.options import ListenOptions, ServerOptions, parse_listen_options, parse_server_options
+
+__all__ = ["Server", "default_onerror", "listen", "new"]
+
+log = logging.getLogger("prefork.server")
+
+ACCEPT_BATCH = 64
+_RESOURCE_ERRNOS = {errnos.EMFILE, errnos.ENFILE, errnos.ENOBUFS, errnos.ENOMEM}
+_ORDINARY = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ProtocolError)
+_MISSING: Any = object()
+
+
+def default_onerror(server: Server, context: Any, op: str, err: BaseException, errno: int | None) -> None:
+    """The default ``onerror`` handler: re-raise, so that ``step()``/``loop()`` report it."""
+    raise err
+
+
+class Server:
+    """An HTTP server: a listening socket (optional), its connections and their streams.
+
+    Made by :func:`new` or :func:`listen`, not directly.
+    """
+
+    def __init__(self, options: ServerOptions, bind: ListenOptions | None = None) -> None:
+        self._options = options
+        self._limits = options.limits
+        self._bind = bind
+        self._onstream = options.onstream
+        self._onerror: Callable[..., Any] = options.onerror or default_onerror
+        self._loop: asyncio.AbstractEventLoop | None = options.cq
+        self._own_loop = False
+        self._socket = options.socket
+        self._unix_path: str | None = None
+        self._listening = False
+        self._accepting = False
+        self._paused = False
+        self._closed = False
+        self._finished = False
+        self._connections: set[H1Connection] = set()
+        self._opening = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._error: BaseException | None = None
+        self._date_at = 0
+        self._date_str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"prefork.Server(socket={sockets.localname(self._socket)!r}, "
+            f"connections={len(self._connections)})"
+        )
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = aioloop.new_loop()
+            self._own_loop = True
+        return self._loop
+
+    def onerror(self, handler: Callable[..., Any] = _MISSING) -> Callable[..., Any]:
+        """Without argument: the current error handler. With one: install it, return the old.
+
+        Raises:
+            TypeError: ``handler`` is not callable.
+        """
+        old = self._onerror
+        if handler is not _MISSING:
+            if not callable(handler):
+                raise TypeError("onerror handler must be callable")
+            self._onerror = handler
+        return old
+
+    def listen(self, timeout: float | None = None) -> None:
+        """Bind (resolving the host name, within ``timeout``) and start listening.
+
+        Called implicitly by ``step``/``loop``/``serve``; call it first to learn the port from
+        :meth:`localname`. Does nothing on a closed server or when already listening.
+
+        Raises:
+            OSError: the address cannot be resolved or bound (``EADDRINUSE``...).
+            TimeoutError: name resolution took longer than ``timeout``.
+        """
+        if self._closed or self._listening:
+            return
+        if self._socket is None and self._bind is not None:
+            self._socket = _bind_within(self._bind, self._options.backlog, timeout)
+            if self._bind.path is not None:
+                self._unix_path = os.fsdecode(self._bind.path)
+        if self._socket is not None:
+            if not sockets.is_listening(self._socket):
+                self._socket.listen(self._options.backlog)
+            self._socket.setblocking(False)
+        self._listening = True
+        self._update_accepting()
+
+    def localname(self) -> tuple:
+        """``(family, address, port)``, ``(AF_UNIX, path)``, or ``(AF_UNSPEC,)`` if not bound."""
+        return sockets.localname(self._socket)
+
+    # -- accepting -------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop accepting: new clients wait in the kernel's backlog; live connections go on."""
+        self._paused = True
+        self._update_accepting()
+
+    def resume(self) -> None:
+        """Accept new clients again after :meth:`pause`."""
+        self._paused = False
+        self._update_accepting()
+
+    def _update_accepting(self) -> None:
+        want = (
+            self._listening
+            and self._socket is not None
+            and not (self._paused or self._closed)
+            and len(self._connections) + self._opening < self._options.max_concurrent
+        )
+        if want == self._accepting:
+            return
+        self._accepting = want
+        loop = self._get_loop()
+        if want:
+            loop.add_reader(self._socket, self._on_acceptable)  # type: ignore[arg-type]
+        else:
+            loop.remove_reader(self._socket)  # type: ignore[arg-type]
+
+    def _on_acceptable(self) -> None:
+        listener = self._socket
+        for _ in range(ACCEPT_BATCH):
+            if not self._accepting or listener is None:
+                return
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            self.add_socket(sock)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        if exc.errno in (errnos.ECONNABORTED, errnos.EPROTO, errnos.EPERM):
+            return  # the client gave up before we accepted it
+        if exc.errno in _RESOURCE_ERRNOS:
+            # Out of descriptors or memory: retrying at once would spin; back off briefly.
+            log.warning("accept failed (%s); pausing accept for 0.5 s", exc)
+            self.pause()
+            self._get_loop().call_later(0.5, self._resume_after_backoff)
+            return
+        self._report(self._socket, "accept", exc)
+
+    def _resume_after_backoff(self) -> None:
+        if self._paused:
+            self.resume()
+
+    def add_socket(self, sock: socket.socket) -> bool:
+        """Serve a connected socket from anywhere (the master, inetd, ``socketpair()``).
+
+        Returns:
+            True, or False when the server is closed (the socket is then closed).
+        """
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"add_socket needs a socket.socket, got {type(sock).__name__}")
+        if self._closed:
+            sock.close()
+            return False
+        loop = self._get_loop()
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Always, not only when the socket "looks" TCP: see DESIGN.md on delayed ACKs.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._opening += 1
+        task = loop.create_task(self._open(sock))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _open(self, sock: socket.socket) -> None:
+        try:
+            await self._get_loop().connect_accepted_socket(lambda: H1Connection(self), sock)
+        except OSError as exc:
+            sock.close()
+            if not isinstance(exc, _ORDINARY):
+                self._report(sock, "wrap", exc)
+        finally:
+            self._opening -= 1
+            self._update_accepting()
+            self._check_empty()
+
+    def add_stream(self, stream: H1Stream) -> None:
+        """Run ``onstream(server, stream)`` for ``stream`` in a new task."""
+        task = self._get_loop().create_task(self._run_stream(stream))
+        stream._task = task
+        self._tasks.add(task)
+
+    async def _run_stream(self, stream: H1Stream) -> None:
+        try:
+            await self._onstream(self, stream)
+        except Exception as exc:
+            stream._end(500)
+            if not isinstance(exc, _ORDINARY):
+                self._report(stream, "onstream", exc)
+        else:
+            stream._end(503)
+        finally:
+            self._tasks.discard(stream._task)  # type: ignore[arg-type]
+            self._check_empty()
+
+    # -- bookkeeping (called by connections) ----------------------------------------------------
+
+    def _connection_made(self, conn: H1Connection) -> None:
+        self._connections.add(conn)
+        if self._closed:
+            conn.close_gracefully()
+
+    def _connection_lost(self, conn: H1Connection) -> None:
+        self._connections.discard(conn)
+        self._update_accepting()
+        self._check_empty()
+
+    def _date(self) -> str:
+        now = int(time.time())
+        if now != self._date_at:
+            self._date_at = now
+            self._date_str = formatdate(now, usegmt=True)
+        return self._date_str
+
+    def _report(self, context: Any, op: str, err: BaseException) -> None:
+        try:
+            self._onerror(self, context, op, err, getattr(err, "errno", None))
+        except BaseException as exc:  # the handler chose to fail: surface it from step/loop
+            if self._error is None:
+                self._error = exc
+            else:
+                log.error("further error while one is pending", exc_info=exc)
+            self._wake()
+
+    def _check_empty(self) -> None:
+        if self.empty():
+            self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop listening and close the socket; live exchanges finish, then their connections
+        close (idle keep-alive connections at once). A closed server cannot be reused: later
+        calls to its methods do nothing (``add_socket`` closes the socket it is given)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._update_accepting()
+        if self._socket is not None:
+            self._socket.close()
+            if self._unix_path is not None:
+                _unlink_socket(self._unix_path)
+        for conn in list(self._connections):
+            conn.close_gracefully()
+        self._check_empty()
+        self._finish()
+
+    def empty(self) -> bool:
+        """True when the listening socket (if any) and every connection have been closed."""
+        return (
+            (self._closed or self._socket is None)
+            and not self._connections
+            and not self._tasks
+            and not self._opening
+        )
+
+    def _finish(self) -> None:
+        # Close the loop we made once nothing can use it any more.
+        if (
+            self._closed
+            and self._own_loop
+            and not self._finished
+            and self.empty()
+            and self._loop is not None
+            and not self._loop.is_running()
+        ):
+            self._finished = True
+            self._loop.close()
+
+    # -- driving the loop --------------------------------------------------------------------------
+
+    def pollfd(self) -> int | None:
+        """An fd that polls readable when the server has work (for external main loops)."""
+        if self._finished:
+            return None
+        return aioloop.pollfd(self._get_loop())
+
+    def events(self) -> str:
+        """The poll events to wait for on :meth:`pollfd`: always ``"r"``."""
+        return "r"
+
+    def timeout(self) -> float | None:
+        """Seconds until :meth:`step` must be called even without I/O; None: no deadline."""
+        if self._finished:
+            return None
+        return aioloop.next_timeout(self._get_loop())
+
+    def step(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds for work, then run one iteration of the loop.
+
+        Raises:
+            Exception: whatever the ``onerror`` handler raised.
+        """
+        if self._finished:
+            return
+        self.listen()
+        aioloop.run_once(self._get_loop(), timeout)
+        self._raise_error()
+        self._finish()
+
+    def loop(self, timeout: float | None = None) -> None:
+        """Run until the server is empty (closed, every connection done), an error, or
+        ``timeout`` seconds. Pausing does not end the loop: a paused server is not empty.
+
+        Raises:
+            Exception: whatever the ``onerror`` handler raised.
+        """
+        if self._finished:
+            return
+        self.listen()
+        loop = self._get_loop()
+        if not self.empty():
+            done = loop.create_future()
+            self._waiters.append(done)
+            timer = None if timeout is None else loop.call_later(timeout, _settle, done)
+            try:
+                loop.run_until_complete(done)
+            finally:
+                self._waiters.remove(done)
+                if timer is not None:
+                    timer.cancel()
+        self._raise_error()
+        self._finish()
+
+    async def serve(self) -> None:
+        """Serve on the running asyncio loop until :meth:`close` and the last connection ends.
+
+        For programs that already run asyncio (the loop becomes this server's ``cq``).
+        Cancelling ``serve()`` closes the server.
+
+        Raises:
+            RuntimeError: the server was made with a different ``cq``.
+            Exception: whatever the ``onerror`` handler raised.
+        """
+        running = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = running
+        elif self._loop is not running:
+            raise RuntimeError("this server runs on another event loop (its cq)")
+        self.listen()
+        try:
+            while not (self._closed and self.empty()) and self._error is None:
+                waiter = running.create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    self._waiters.remove(waiter)
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        self._raise_error()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _unlink_socket(path: str) -> None:
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+
+
+def _bind_within(opts: ListenOptions, backlog: int, timeout: float | None) -> socket.socket:
+    if timeout is None or opts.path is not None:
+        return sockets.bind(opts, backlog)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(sockets.bind, opts, backlog).result(timeout)
+
+
+def new(**options: Any) -> Server:
+    """Make a server for ``options.socket`` (or for sockets given to ``add_socket``).
+
+    Raises:
+        TypeError, ValueError: an unknown option, or one of the wrong type or value.
+    """
+    return Server(parse_server_options(options))
+
+
+def listen(**options: Any) -> Server:
+    """Make a server that listens on ``host``/``port`` or ``path`` (bound by ``listen()``).
+
+    Raises:
+        TypeError, ValueError: an unknown option, or one of the wrong type or value.
+    """
+    server_options = parse_server_options(options, listening=True)
+    return Server(server_options, parse_listen_options(options))

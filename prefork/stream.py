@@ -1,0 +1,165 @@
+"""The stream contract: one request/response exchange, the same for every HTTP version.
+
+A protocol's stream class implements the primitives (``get_headers``, ``_read_chunk``,
+``write_headers``, ``write_chunk``, ``write_continue``, ``shutdown``, ``peername``,
+``localname``, ``checktls``); the body helpers here are written once on top of them, as in
+lua-http's ``stream_common``. docs/stream.md is the written contract.
+
+Every I/O method is a coroutine taking ``timeout`` (seconds, None for no limit); on expiry it
+raises ``TimeoutError``. Reading past the end of the body returns None, as lua-http returns nil.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import re
+import tempfile
+from typing import IO, Any
+
+from prefork.headers import Headers
+
+_BLOCK = 65536
+
+
+class Stream(abc.ABC):
+    """Base class of HTTP/1 and HTTP/2 streams (server side)."""
+
+    connection: Any
+    peer_version: float
+
+    def __init__(self) -> None:
+        self._unget: list[bytes] = []
+
+    # -- primitives, provided by each protocol ------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_headers(self, timeout: float | None = None) -> Headers | None:
+        """The request headers; then the trailers (if any); then None."""
+
+    @abc.abstractmethod
+    async def _read_chunk(self, timeout: float | None) -> bytes | None:
+        """The next body bytes the protocol received, None at the end of the body."""
+
+    @abc.abstractmethod
+    async def write_headers(
+        self, headers: Headers, end_stream: bool, timeout: float | None = None
+    ) -> None:
+        """Send a response head (or informational 1xx, or trailers after the body)."""
+
+    @abc.abstractmethod
+    async def write_chunk(
+        self, data: bytes, end_stream: bool, timeout: float | None = None
+    ) -> None:
+        """Send a piece of the response body; ``end_stream`` finishes the response."""
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get_next_chunk(self, timeout: float | None = None) -> bytes | None:
+        """The next piece of the request body, or None at its end.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout``.
+            ConnectionResetError: the client went away before the body was complete.
+        """
+        if self._unget:
+            return self._unget.pop()
+        return await self._read_chunk(timeout)
+
+    def unget(self, data: bytes) -> None:
+        """Put ``data`` back in front of the body: the next read returns it first."""
+        if data:
+            self._unget.append(bytes(data))
+
+    async def get_body_as_string(self, timeout: float | None = None) -> bytes:
+        """The whole (rest of the) request body as bytes (lua-http's name, Python's type)."""
+        async with asyncio.timeout(timeout):
+            parts = []
+            while (chunk := await self.get_next_chunk()) is not None:
+                parts.append(chunk)
+        return b"".join(parts)
+
+    async def get_body_chars(self, n: int, timeout: float | None = None) -> bytes | None:
+        """Exactly ``n`` bytes of body, fewer at its end, None when nothing is left."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        parts: list[bytes] = []
+        have = 0
+        async with asyncio.timeout(timeout):
+            while have < n:
+                chunk = await self.get_next_chunk()
+                if chunk is None:
+                    break
+                parts.append(chunk)
+                have += len(chunk)
+        data = b"".join(parts)
+        if len(data) > n:
+            self.unget(data[n:])
+            data = data[:n]
+        return data if data or n == 0 else None
+
+    async def get_body_until(
+        self,
+        pattern: bytes,
+        plain: bool = True,
+        include_pattern: bool = False,
+        timeout: float | None = None,
+    ) -> bytes | None:
+        """Body up to ``pattern`` (a literal, or a ``re`` bytes pattern when ``plain`` is False).
+
+        What follows the pattern stays for the next read. At the end of the body without a
+        match, returns what was left (None if nothing was).
+        """
+        regex = re.compile(re.escape(pattern) if plain else pattern)
+        buf = b""
+        async with asyncio.timeout(timeout):
+            while True:
+                match = regex.search(buf)
+                if match:
+                    end = match.end() if include_pattern else match.start()
+                    self.unget(buf[match.end() :])
+                    return buf[:end]
+                chunk = await self.get_next_chunk()
+                if chunk is None:
+                    return buf or None
+                buf += chunk
+
+    async def save_body_to_file(self, file: IO[bytes], timeout: float | None = None) -> None:
+        """Write the rest of the request body to ``file`` (a binary file object)."""
+        async with asyncio.timeout(timeout):
+            while (chunk := await self.get_next_chunk()) is not None:
+                file.write(chunk)
+
+    async def get_body_as_file(self, timeout: float | None = None) -> IO[bytes]:
+        """The rest of the body in an anonymous temporary file, positioned at its start."""
+        file = tempfile.TemporaryFile()
+        try:
+            await self.save_body_to_file(file, timeout)
+        except BaseException:
+            file.close()
+            raise
+        file.seek(0)
+        return file
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def write_body_from_string(self, data: bytes, timeout: float | None = None) -> None:
+        """Send ``data`` as the rest of the body and finish the response."""
+        await self.write_chunk(data, True, timeout)
+
+    async def write_body_from_file(
+        self, file: IO[bytes], count: int | None = None, timeout: float | None = None
+    ) -> None:
+        """Send ``count`` bytes (None: to the end) of ``file`` from its position, then finish."""
+        async with asyncio.timeout(timeout):
+            left = count
+            while left is None or left > 0:
+                data = file.read(_BLOCK if left is None else min(_BLOCK, left))
+                if not data:
+                    if left:
+                        raise EOFError(f"file ended {left} bytes before count")
+                    break
+                if left is not None:
+                    left -= len(data)
+                await self.write_chunk(data, False)
+            await self.write_chunk(b"", True)
