@@ -318,7 +318,7 @@ class ResponseFramer:
         """
         out = []
         length = None
-        chunked = has_date = False
+        chunked = has_date = says_close = False
         for name, value in fields:
             if name[0] == ":":
                 continue
@@ -336,6 +336,7 @@ class ResponseFramer:
                 continue  # written below when the framing is chosen
             elif name == "connection" and "close" in value.lower():
                 self.keep_alive = False
+                says_close = True
             elif name == "date":
                 has_date = True
             out.append(f"{name}: {value}\r\n")
@@ -360,7 +361,8 @@ class ResponseFramer:
         if not has_date:
             out.append(f"date: {date}\r\n")
         if not self.keep_alive:
-            out.append("connection: close\r\n")
+            if not says_close:
+                out.append("connection: close\r\n")
         elif self.peer_version == 1.0:
             out.append("connection: keep-alive\r\n")  # RFC 9112 section 9.3: 1.0 opts in
         out.append("\r\n")

@@ -1,0 +1,256 @@
+"""The sans-I/O HTTP/1 layer on its own: bytes in, events out; responses framed to bytes."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+
+from prefork.errors import ProtocolError
+from prefork.protocol import http1
+from prefork.protocol.http1 import Limits, RequestParser, ResponseFramer, describe_request, scan_head
+
+DATE = "Wed, 25 Nov 2026 17:00:00 GMT"
+
+
+def events(parser: RequestParser) -> list:
+    out = []
+    while True:
+        event = parser.next_event()
+        out.append(event)
+        if event in (http1.NEED_DATA, http1.PAUSED) or isinstance(event, h11.ConnectionClosed):
+            return out
+
+
+# -- scan_head ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\nHost: a\n\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\tfolded\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\ncontent-length: 1\r\nCONTENT-LENGTH: 2\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET /" + b"a" * 9000, 414),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 20000, 431),
+    ],
+)
+def test_scan_head_rejects(raw, status):
+    with pytest.raises(ProtocolError) as info:
+        scan_head(raw, Limits())
+    assert info.value.status == status
+
+
+def test_scan_head_finds_the_end_and_waits_for_more():
+    head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert scan_head(head + b"body\n", Limits()) == len(head)
+    assert scan_head(head[:-1], Limits()) == -1
+    assert scan_head(b"GET / HT", Limits()) == -1
+
+
+# -- RequestParser ------------------------------------------------------------------------------
+
+
+def test_pipelined_requests_come_one_cycle_at_a_time():
+    parser = RequestParser(Limits())
+    parser.receive_data(
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    first = events(parser)
+    assert [type(e) for e in first] == [h11.Request, h11.Data, h11.EndOfMessage, type(h11.PAUSED)]
+    assert first[0].target == b"/a"
+    parser.start_next_cycle()
+    second = events(parser)
+    assert second[0].target == b"/b"
+
+
+def test_pipelined_request_with_a_bad_head_is_caught_too():
+    parser = RequestParser(Limits())
+    parser.receive_data(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\nHost: x\n\n")
+    events(parser)
+    parser.start_next_cycle()
+    with pytest.raises(ProtocolError):
+        parser.next_event()
+
+
+def test_leading_empty_lines_are_ignored():
+    parser = RequestParser(Limits())
+    parser.receive_data(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(parser.next_event(), h11.Request)
+
+
+def test_eof_between_requests_and_in_a_head():
+    parser = RequestParser(Limits())
+    parser.receive_data(b"")
+    assert isinstance(parser.next_event(), h11.ConnectionClosed)
+    parser = RequestParser(Limits())
+    parser.receive_data(b"GET / HT")
+    parser.receive_data(b"")
+    with pytest.raises(ProtocolError):
+        parser.next_event()
+
+
+@pytest.mark.parametrize(
+    ("raw", "limits", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", Limits(max_body_size=10), 413),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n",
+            Limits(max_body_size=10),
+            413,
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 5 + b"\r\n", Limits(max_header_count=5), 431),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Limits(), 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", Limits(), 501),
+        (b"GET / HTTP/1.1\r\n\r\n", Limits(), 400),
+    ],
+)
+def test_request_limits(raw, limits, status):
+    parser = RequestParser(limits)
+    parser.receive_data(raw)
+    with pytest.raises(ProtocolError) as info:
+        events(parser)
+    assert info.value.status == status
+
+
+def test_describe_request():
+    parser = RequestParser(Limits())
+    parser.receive_data(
+        b"PUT /p?q HTTP/1.1\r\nHost: example.com\r\nConnection: Keep-Alive, Close\r\n"
+        b"Expect: 100-continue\r\nCookie: a=b\r\n\r\n"
+    )
+    info = describe_request(parser.next_event(), "http")
+    assert info.headers.items()[:4] == [
+        (":method", "PUT"), (":path", "/p?q"), (":scheme", "http"), (":authority", "example.com")
+    ]
+    assert info.headers.get("host") == "example.com"
+    assert info.keep_alive is False
+    assert info.expects_continue is True
+    assert info.version == 1.1
+    assert info.headers.geti(info.headers.len() - 1)[2] is True  # cookie is never indexed
+
+
+def test_describe_connect_and_http10_keep_alive():
+    parser = RequestParser(Limits())
+    parser.receive_data(b"CONNECT example.com:443 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    info = describe_request(parser.next_event(), "http")
+    assert info.headers.get(":authority") == "example.com:443"
+    assert not info.headers.has(":path")
+    assert info.keep_alive is True
+    assert info.version == 1.0
+
+
+# -- ResponseFramer -----------------------------------------------------------------------------
+
+
+def frame(method=b"GET", peer=1.1, keep=True, version=1.1, status=200, fields=(), end=False):
+    framer = ResponseFramer(method, peer, keep, version)
+    head = framer.head(status, list(fields), end, DATE)
+    return framer, head
+
+
+def test_content_length_framing():
+    framer, head = frame(fields=[("content-length", "5")])
+    assert head.startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n")
+    assert f"date: {DATE}".encode() in head
+    assert framer.data(b"hel") + framer.data(b"lo") == b"hello"
+    assert framer.end() == b""
+    assert framer.keep_alive
+    with pytest.raises(ValueError):
+        framer.data(b"!")
+
+
+def test_short_content_length_cannot_end():
+    framer, _ = frame(fields=[("content-length", "5")])
+    framer.data(b"hi")
+    with pytest.raises(ValueError, match="short"):
+        framer.end()
+
+
+def test_chunked_framing_with_trailers():
+    framer, head = frame()
+    assert b"transfer-encoding: chunked\r\n" in head
+    assert framer.data(b"hello") == b"5\r\nhello\r\n"
+    assert framer.data(b"") == b""
+    assert framer.end([("x-sum", "1")]) == b"0\r\nx-sum: 1\r\n\r\n"
+
+
+def test_end_stream_at_head_sends_content_length_zero():
+    _, head = frame(end=True)
+    assert b"content-length: 0\r\n" in head
+    assert b"transfer-encoding" not in head
+
+
+def test_http10_peer_gets_close_delimited_body():
+    framer, head = frame(peer=1.0, keep=False)
+    assert b"transfer-encoding" not in head
+    assert b"connection: close\r\n" in head
+    assert framer.mode == http1.UNTIL_CLOSE
+    assert not framer.keep_alive
+
+
+def test_http10_keep_alive_needs_a_length():
+    framer, head = frame(peer=1.0, keep=True, fields=[("content-length", "2")])
+    assert b"connection: keep-alive\r\n" in head
+    assert framer.keep_alive
+
+
+def test_server_pinned_to_http10_writes_http10_status_lines():
+    framer, head = frame(peer=1.1, version=1.0)
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert framer.mode == http1.UNTIL_CLOSE
+
+
+@pytest.mark.parametrize(("method", "status"), [(b"HEAD", 200), (b"GET", 204), (b"GET", 304)])
+def test_no_body_responses(method, status):
+    framer, head = frame(method=method, status=status, fields=[("content-length", "10")])
+    assert framer.mode == http1.NO_BODY
+    assert b"transfer-encoding" not in head
+    assert (b"content-length: 10" in head) is (status != 204)
+    assert framer.data(b"dropped") == b""
+
+
+def test_handler_connection_close_ends_keep_alive():
+    framer, head = frame(fields=[("connection", "close"), ("content-length", "0")])
+    assert not framer.keep_alive
+    assert head.count(b"connection: close") == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("bad name", "v")],
+        [("x", "a\r\nInjected: yes")],
+        [("x", "nul\x00")],
+        [("content-length", "-1")],
+        [("content-length", "1"), ("content-length", "1")],
+        [("transfer-encoding", "gzip")],
+        [("x", "\u2603")],
+    ],
+)
+def test_unsendable_headers_raise(fields):
+    with pytest.raises(ValueError):
+        frame(fields=fields)
+
+
+def test_informational_and_unknown_status():
+    framer = ResponseFramer(b"GET", 1.1, True, 1.1)
+    assert framer.head(103, [("link", "</a>")], False, DATE) == b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+    _, head = frame(status=599)
+    assert head.startswith(b"HTTP/1.1 599 \r\n")
+    with pytest.raises(ValueError):
+        frame(status=1000)
+
+
+def test_sendfile_framing():
+    framer, _ = frame()
+    assert framer.frame_size(10) == (b"a\r\n", b"\r\n")
+    framer, _ = frame(fields=[("content-length", "10")])
+    assert framer.frame_size(10) == (b"", b"")
+    assert framer.end() == b""
