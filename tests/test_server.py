@@ -18,7 +18,7 @@ import pytest
 import prefork.server
 from prefork.headers import Headers
 
-from .conftest import hello, read_response, response_headers, run_async
+from .conftest import hello, read_response, response_headers, run_async, wait_until
 
 
 async def noop(server, stream):
@@ -277,9 +277,7 @@ def test_close_is_graceful(serve):
         idle.sendall(b"")  # connected, no request: idle
         busy.sendall(request())
         # wait until the busy request is inside the handler
-        deadline = time.monotonic() + 10
-        while not running.call(lambda: running.server._tasks) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: running.call(lambda: running.server._tasks), what="the handler")
         running.call(running.server.close)
         assert idle.recv(4096) == b"", "idle connection closed at once"
         release.set()
@@ -567,9 +565,17 @@ def test_unread_body_back_pressures_then_arrives_whole(serve):
         except BlockingIOError:
             pass  # the server stopped reading: the kernel buffers are full
         assert sent < size, "the server should stop reading an unread body"
-        buffered = running.call(lambda: next(iter(running.server._connections))._stream._buffered)
-        assert buffered <= 512 * 1024
-        gate.set()
+
+        def paused():
+            conns = running.server._connections
+            return len(conns) == 1 and not next(iter(conns))._reading
+
+        try:
+            wait_until(lambda: running.call(paused), what="the server to pause reading")
+            buffered = running.call(lambda: next(iter(running.server._connections))._stream._buffered)
+            assert buffered <= 512 * 1024
+        finally:
+            gate.set()
         sock.settimeout(10)
         sock.sendall(block * ((size - sent) // len(block)) + block[: (size - sent) % len(block)])
         response = sock.recv(65536)
