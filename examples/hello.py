@@ -28,9 +28,10 @@ async def reply(server, stream):
     res_headers = Headers()
     res_headers.append(":status", "200")
     res_headers.append("content-type", "text/plain")
+    res_headers.append("content-length", str(len(BODY)))  # lua's example lets it be chunked
     await stream.write_headers(res_headers, method == "HEAD")
     if method != "HEAD":
-        await stream.write_chunk(b"Hello world!\n", True)
+        await stream.write_chunk(BODY, True)
 
 
 def onerror(server, context, op, err, errno):
@@ -38,6 +39,7 @@ def onerror(server, context, op, err, errno):
 
 
 LOG = True
+BODY = b"Hello world!\n"
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ class ServerDef:
 
 SERVERS: dict[str, ServerDef] = {
     "prefork": ServerDef(
-        ("{python}", "examples/hello.py", "--host", "{host}", "--port", "{port}"),
+        ("{python}", "examples/hello.py", "--host", "{host}", "--port", "{port}", "--quiet"),
         needs="{repo}/examples/hello.py", pythonpath=True),
     "uvicorn-h11": ServerDef(
         ("{venv}/bin/uvicorn", "--http", "h11", "--loop", "asyncio", "--no-access-log",
