@@ -8,6 +8,7 @@ Usage: python examples/hello.py [--host HOST] [--port PORT]   (port 0: any free 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -55,10 +56,8 @@ def main() -> None:
     )
     server.listen()  # bind now, so that localname() knows the port
     print(f"Now listening on port {server.localname()[2]}", file=sys.stderr, flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.loop()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -20,4 +20,4 @@ class ProtocolError(Exception):
 
 
 class StreamStateError(RuntimeError):
-    """A stream method was called in a state where it makes no sense (e.g. headers written twice)."""
+    """A stream method was called when it makes no sense (e.g. headers written twice)."""

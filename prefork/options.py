@@ -94,7 +94,7 @@ def _integer(name: str, value: Any, *, minimum: int = 1) -> int:
 def _optional_bool(name: str, value: Any) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"option {name!r} must be True, False or None, got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _check_unknown(options: dict[str, Any], allowed: set[str]) -> None:
@@ -118,16 +118,23 @@ def parse_server_options(options: dict[str, Any], *, listening: bool = False) ->
     for name in ("onstream", "onerror"):
         if opts.get(name) is not None and not callable(opts[name]):
             raise TypeError(f"option {name!r} must be callable")
-    if not asyncio.iscoroutinefunction(opts["onstream"]) and not asyncio.iscoroutinefunction(
-        getattr(opts["onstream"], "__call__", None)
+    onstream = opts["onstream"]
+    if not (
+        asyncio.iscoroutinefunction(onstream)
+        or asyncio.iscoroutinefunction(type(onstream).__call__)
     ):
-        raise TypeError("option 'onstream' must be an async function: async def onstream(server, stream)")
+        raise TypeError(
+            "option 'onstream' must be an async function: async def onstream(server, stream)"
+        )
     sock = opts.get("socket")
     if sock is not None and not isinstance(sock, socket.socket):
         raise TypeError(f"option 'socket' must be a socket.socket, got {type(sock).__name__}")
     tls = _optional_bool("tls", opts.get("tls"))
     if tls:
-        raise ValueError("option 'tls': TLS is not built into this version of prefork yet (use tls=False or None)")
+        raise ValueError(
+            "option 'tls': TLS is not built into this version of prefork yet "
+            "(use tls=False or None)"
+        )
     ctx = opts.get("ctx")
     if ctx is not None:
         from OpenSSL import SSL
@@ -182,12 +189,18 @@ def parse_listen_options(options: dict[str, Any]) -> ListenOptions:
     if family is not None:
         if isinstance(family, str):
             if family not in _FAMILIES:
-                raise ValueError(f"option 'family' must be one of {sorted(_FAMILIES)}, got {family!r}")
+                raise ValueError(
+                    f"option 'family' must be one of {sorted(_FAMILIES)}, got {family!r}"
+                )
             family = _FAMILIES[family]
         elif family not in _FAMILIES.values():
-            raise ValueError(f"option 'family' must be AF_INET, AF_INET6 or AF_UNIX, got {family!r}")
+            raise ValueError(
+                f"option 'family' must be AF_INET, AF_INET6 or AF_UNIX, got {family!r}"
+            )
         if (family == socket.AF_UNIX) != (path is not None):
-            raise ValueError("option 'family': AF_UNIX goes with 'path', AF_INET/AF_INET6 with 'host'")
+            raise ValueError(
+                "option 'family': AF_UNIX goes with 'path', AF_INET/AF_INET6 with 'host'"
+            )
         opts["family"] = socket.AddressFamily(family)
     mode = opts.get("mode")
     if mode is not None:
@@ -195,7 +208,9 @@ def parse_listen_options(options: dict[str, Any]) -> ListenOptions:
             try:
                 mode = int(mode, 8)
             except ValueError:
-                raise ValueError(f"option 'mode' must be an octal permission, got {mode!r}") from None
+                raise ValueError(
+                    f"option 'mode' must be an octal permission, got {mode!r}"
+                ) from None
         _integer("mode", mode, minimum=0)
         if mode > 0o7777:
             raise ValueError(f"option 'mode' must be a permission like 0o660, got {oct(mode)}")

@@ -42,7 +42,9 @@ _ORDINARY = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, Prot
 _MISSING: Any = object()
 
 
-def default_onerror(server: Server, context: Any, op: str, err: BaseException, errno: int | None) -> None:
+def default_onerror(
+    server: Server, context: Any, op: str, err: BaseException, errno: int | None
+) -> None:
     """The default ``onerror`` handler: re-raise, so that ``step()``/``loop()`` report it."""
     raise err
 
@@ -238,7 +240,7 @@ class Server:
         else:
             stream._end(503)
         finally:
-            self._tasks.discard(stream._task)  # type: ignore[arg-type]
+            self._tasks.discard(stream._task)
             self._check_empty()
 
     # -- bookkeeping (called by connections) ----------------------------------------------------

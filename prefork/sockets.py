@@ -85,7 +85,7 @@ def is_listening(sock: socket.socket) -> bool:
 
 
 def localname(sock: socket.socket | None) -> tuple:
-    """lua-http's ``localname``: ``(family, address, port)``, ``(AF_UNIX, path)`` or ``(AF_UNSPEC,)``."""
+    """lua-http's localname: (family, address, port), (AF_UNIX, path) or (AF_UNSPEC,)."""
     if sock is None or sock.fileno() < 0:
         return (socket.AF_UNSPEC,)
     try:

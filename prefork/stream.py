@@ -132,7 +132,7 @@ class Stream(abc.ABC):
 
     async def get_body_as_file(self, timeout: float | None = None) -> IO[bytes]:
         """The rest of the body in an anonymous temporary file, positioned at its start."""
-        file = tempfile.TemporaryFile()
+        file = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
         try:
             await self.save_body_to_file(file, timeout)
         except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import socket
 import threading
 import time
@@ -95,10 +96,8 @@ class Running:
 
     def stop(self) -> None:
         if self.thread.is_alive():
-            try:
+            with contextlib.suppress(RuntimeError, concurrent.futures.TimeoutError):
                 self.call(self.server.close)
-            except (RuntimeError, concurrent.futures.TimeoutError):
-                pass
             self.thread.join(JOIN_TIMEOUT)
             assert not self.thread.is_alive(), "server thread did not stop"
         else:

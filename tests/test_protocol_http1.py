@@ -7,7 +7,13 @@ import pytest
 
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
-from prefork.protocol.http1 import Limits, RequestParser, ResponseFramer, describe_request, scan_head
+from prefork.protocol.http1 import (
+    Limits,
+    RequestParser,
+    ResponseFramer,
+    describe_request,
+    scan_head,
+)
 
 DATE = "Wed, 25 Nov 2026 17:00:00 GMT"
 
@@ -99,13 +105,21 @@ def test_eof_between_requests_and_in_a_head():
 @pytest.mark.parametrize(
     ("raw", "limits", "status"),
     [
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", Limits(max_body_size=10), 413),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n",
+            Limits(max_body_size=10),
+            413,
+        ),
         (
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n",
             Limits(max_body_size=10),
             413,
         ),
-        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 5 + b"\r\n", Limits(max_header_count=5), 431),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 5 + b"\r\n",
+            Limits(max_header_count=5),
+            431,
+        ),
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Limits(), 400),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", Limits(), 501),
         (b"GET / HTTP/1.1\r\n\r\n", Limits(), 400),
@@ -127,7 +141,10 @@ def test_describe_request():
     )
     info = describe_request(parser.next_event(), "http")
     assert info.headers.items()[:4] == [
-        (":method", "PUT"), (":path", "/p?q"), (":scheme", "http"), (":authority", "example.com")
+        (":method", "PUT"),
+        (":path", "/p?q"),
+        (":scheme", "http"),
+        (":authority", "example.com"),
     ]
     assert info.headers.get("host") == "example.com"
     assert info.keep_alive is False
@@ -241,7 +258,10 @@ def test_unsendable_headers_raise(fields):
 
 def test_informational_and_unknown_status():
     framer = ResponseFramer(b"GET", 1.1, True, 1.1)
-    assert framer.head(103, [("link", "</a>")], False, DATE) == b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+    assert (
+        framer.head(103, [("link", "</a>")], False, DATE)
+        == b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+    )
     _, head = frame(status=599)
     assert head.startswith(b"HTTP/1.1 599 \r\n")
     with pytest.raises(ValueError):

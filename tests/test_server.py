@@ -55,7 +55,11 @@ def request(version: str = "1.1", path: str = "/", extra: str = "") -> bytes:
         ({"onstream": noop, "tls": "yes"}, TypeError, "tls"),
         ({"onstream": noop, "version": 3}, ValueError, "version"),
         ({"onstream": noop, "version": True}, ValueError, "version"),
-        ({"onstream": noop, "connection_setup_timeout": -1}, ValueError, "connection_setup_timeout"),
+        (
+            {"onstream": noop, "connection_setup_timeout": -1},
+            ValueError,
+            "connection_setup_timeout",
+        ),
         ({"onstream": noop, "intra_stream_timeout": "10"}, TypeError, "intra_stream_timeout"),
         ({"onstream": noop, "max_concurrent": 0}, ValueError, "max_concurrent"),
         ({"onstream": noop, "max_header_count": 1.5}, TypeError, "max_header_count"),
@@ -141,7 +145,9 @@ def test_simple_exchange(serve, tmp_path, family, server_version, client_version
         server.close()
 
     if family == "AF_UNIX":
-        running = serve(onstream, path=str(tmp_path / "s.sock"), unlink=True, version=server_version)
+        running = serve(
+            onstream, path=str(tmp_path / "s.sock"), unlink=True, version=server_version
+        )
     else:
         host = "::1" if family == "AF_INET6" else "127.0.0.1"
         running = serve(onstream, host=host, family=family, version=server_version)
@@ -457,7 +463,9 @@ def test_serve_inside_a_running_loop():
 def test_serve_refuses_another_loop():
     other = asyncio.new_event_loop()
     try:
-        server = prefork.server.listen(host="127.0.0.1", port=0, onstream=hello, tls=False, cq=other)
+        server = prefork.server.listen(
+            host="127.0.0.1", port=0, onstream=hello, tls=False, cq=other
+        )
 
         async def main():
             with pytest.raises(RuntimeError, match="another event loop"):
@@ -479,7 +487,9 @@ def test_unix_socket_mode_mask_and_unlink(tmp_path):
     stale.close()
     with pytest.raises(OSError):
         prefork.server.listen(path=str(path), onstream=noop).listen()
-    server = prefork.server.listen(path=str(path), unlink=True, mode=0o600, mask=True, onstream=noop)
+    server = prefork.server.listen(
+        path=str(path), unlink=True, mode=0o600, mask=True, onstream=noop
+    )
     server.listen()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert server.localname() == (socket.AF_UNIX, str(path))
@@ -501,7 +511,9 @@ def test_reuseport_lets_two_servers_share_a_port():
     one = prefork.server.listen(host="127.0.0.1", port=0, reuseport=True, onstream=noop, tls=False)
     one.listen()
     port = one.localname()[2]
-    two = prefork.server.listen(host="127.0.0.1", port=port, reuseport=True, onstream=noop, tls=False)
+    two = prefork.server.listen(
+        host="127.0.0.1", port=port, reuseport=True, onstream=noop, tls=False
+    )
     two.listen()
     assert two.localname()[2] == port
     one.close()
@@ -572,7 +584,9 @@ def test_unread_body_back_pressures_then_arrives_whole(serve):
 
         try:
             wait_until(lambda: running.call(paused), what="the server to pause reading")
-            buffered = running.call(lambda: next(iter(running.server._connections))._stream._buffered)
+            buffered = running.call(
+                lambda: next(iter(running.server._connections))._stream._buffered
+            )
             assert buffered <= 512 * 1024
         finally:
             gate.set()

@@ -59,16 +59,48 @@ class ServerDef:
 SERVERS: dict[str, ServerDef] = {
     "prefork": ServerDef(
         ("{python}", "examples/hello.py", "--host", "{host}", "--port", "{port}", "--quiet"),
-        needs="{repo}/examples/hello.py", pythonpath=True),
+        needs="{repo}/examples/hello.py",
+        pythonpath=True,
+    ),
     "uvicorn-h11": ServerDef(
-        ("{venv}/bin/uvicorn", "--http", "h11", "--loop", "asyncio", "--no-access-log",
-         "--log-level", "warning", "--timeout-keep-alive", KEEPALIVE_S, "--app-dir", "{repo}",
-         ASGI_APP, "--host", "{host}", "--port", "{port}"),
-        needs="{venv}/bin/uvicorn", peer=True),
+        (
+            "{venv}/bin/uvicorn",
+            "--http",
+            "h11",
+            "--loop",
+            "asyncio",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-keep-alive",
+            KEEPALIVE_S,
+            "--app-dir",
+            "{repo}",
+            ASGI_APP,
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ),
+        needs="{venv}/bin/uvicorn",
+        peer=True,
+    ),
     "hypercorn": ServerDef(  # --workers 0 serves in-process (--workers 1 forks a worker)
-        ("{venv}/bin/hypercorn", "--bind", "{host}:{port}", "--log-level", "warning",
-         "--workers", "0", "--keep-alive", KEEPALIVE_S, ASGI_APP),
-        needs="{venv}/bin/hypercorn", peer=True),
+        (
+            "{venv}/bin/hypercorn",
+            "--bind",
+            "{host}:{port}",
+            "--log-level",
+            "warning",
+            "--workers",
+            "0",
+            "--keep-alive",
+            KEEPALIVE_S,
+            ASGI_APP,
+        ),
+        needs="{venv}/bin/hypercorn",
+        peer=True,
+    ),
 }
 
 
@@ -137,16 +169,18 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def running(sdef: ServerDef, values: dict[str, str], log: Path,
-            args: argparse.Namespace) -> Iterator[Running]:
+def running(
+    sdef: ServerDef, values: dict[str, str], log: Path, args: argparse.Namespace
+) -> Iterator[Running]:
     port = int(values["port"])
     full = ["taskset", "-c", str(args.server_cpu), *sdef.render(**values)]
     env = dict(os.environ)
     if sdef.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     with log.open("wb") as out:
-        proc = subprocess.Popen(full, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            full, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         try:
             wait_ready(proc, port, args.startup_timeout)
@@ -182,25 +216,38 @@ def parse_wrk(out: str) -> dict[str, Any]:
     total = find(r"^\s+(\d+) requests in")
     sock = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
     bad = int((find(r"Non-2xx or 3xx responses: (\d+)") or ["0"])[0])
-    sock_errors = dict(zip(("connect", "read", "write", "timeout"),
-                           map(int, sock or ["0"] * 4), strict=True))
-    return {"rps": float(rps[0]),
-            "p99_ms": float(p99[0]) * _UNIT_MS[p99[1]] if p99 else None,
-            "requests": int(total[0]) if total else None,
-            "errors": bad + sum(sock_errors.values()),
-            "non_2xx_3xx": bad, "socket_errors": sock_errors}
+    sock_errors = dict(
+        zip(("connect", "read", "write", "timeout"), map(int, sock or ["0"] * 4), strict=True)
+    )
+    return {
+        "rps": float(rps[0]),
+        "p99_ms": float(p99[0]) * _UNIT_MS[p99[1]] if p99 else None,
+        "requests": int(total[0]) if total else None,
+        "errors": bad + sum(sock_errors.values()),
+        "non_2xx_3xx": bad,
+        "socket_errors": sock_errors,
+    }
 
 
 def wrk_scenario(*extra: str) -> Callable[[Running, argparse.Namespace], dict[str, Any]]:
     """wrk warm-up run (discarded), then the measured run; `extra` = more wrk options."""
 
     def run(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
-        base = ["taskset", "-c", str(args.load_cpu), "wrk", f"-t{args.threads}",
-                f"-c{args.connections}", "--latency", *extra]
+        base = [
+            "taskset",
+            "-c",
+            str(args.load_cpu),
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            "--latency",
+            *extra,
+        ]
         for seconds in (args.warmup, args.duration):
             cmd = [*base, f"-d{seconds}s", f"http://{HOST}:{srv.port}/"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                  timeout=seconds + 30)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, timeout=seconds + 30
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr.strip()}")
         return {**parse_wrk(proc.stdout), "load_command": shlex.join(cmd)}
@@ -260,10 +307,15 @@ def idle_memory(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for s in socks:
             s.close()
-    return {"kib_per_conn": (after - before) / n, "rss_before_kib": before,
-            "rss_after_kib": after, "connections": n, "open_at_measure": alive,
-            "errors": bad + n - alive,
-            "load_command": f"bench.py: {n} connections x 1 request {REQUEST!r}, kept idle"}
+    return {
+        "kib_per_conn": (after - before) / n,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "connections": n,
+        "open_at_measure": alive,
+        "errors": bad + n - alive,
+        "load_command": f"bench.py: {n} connections x 1 request {REQUEST!r}, kept idle",
+    }
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -280,8 +332,11 @@ def ensure_peers_venv(venv: Path) -> None:
     if not (venv / "bin" / "python").exists():
         python3 = shutil.which("python3") or sys.executable
         subprocess.run([python3, "-m", "venv", str(venv)], check=True, timeout=300)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    *PEER_PACKAGES], check=True, timeout=900)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *PEER_PACKAGES],
+        check=True,
+        timeout=900,
+    )
 
 
 def raise_nofile(need: int) -> None:
@@ -307,24 +362,42 @@ def fmt(value: Any, spec: str, suffix: str = "") -> str:
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = ("server", "scenario", "req/s", "p99 ms", "errors", "KiB/conn", f"vs {BASELINE}")
     table = [head] + [
-        (r["server"], r["scenario"], "FAILED: " + r["error"]) if "error" in r else
-        (r["server"], r["scenario"], fmt(r.get("rps"), ",.0f"), fmt(r.get("p99_ms"), ".2f"),
-         fmt(r.get("errors"), "d"), fmt(r.get("kib_per_conn"), ".1f"),
-         fmt(r.get("ratio_to_baseline"), ".2f", "x"))
-        for r in rows]
-    widths = [max(len(row[i]) for row in table if i < len(row) and len(row) > 3)
-              for i in range(len(head))]
+        (r["server"], r["scenario"], "FAILED: " + r["error"])
+        if "error" in r
+        else (
+            r["server"],
+            r["scenario"],
+            fmt(r.get("rps"), ",.0f"),
+            fmt(r.get("p99_ms"), ".2f"),
+            fmt(r.get("errors"), "d"),
+            fmt(r.get("kib_per_conn"), ".1f"),
+            fmt(r.get("ratio_to_baseline"), ".2f", "x"),
+        )
+        for r in rows
+    ]
+    widths = [
+        max(len(row[i]) for row in table if i < len(row) and len(row) > 3) for i in range(len(head))
+    ]
     for row in table:
-        print("  ".join(c.ljust(w) if i < 2 or len(row) == 3 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=False))).rstrip())
+        print(
+            "  ".join(
+                c.ljust(w) if i < 2 or len(row) == 3 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=False))
+            ).rstrip()
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = p.add_argument
-    add("--servers", default=",".join(SERVERS), help="comma-separated servers "
-        "(default: %(default)s); a server whose program is missing is skipped")
+    add(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated servers "
+        "(default: %(default)s); a server whose program is missing is skipped",
+    )
     add("--scenarios", default=",".join(SCENARIOS), help="comma-separated (default: %(default)s)")
     add("--duration", type=int, default=10, help="seconds of each measured wrk run (10)")
     add("--warmup", type=int, default=2, help="seconds of the wrk warm-up run (2)")
@@ -332,12 +405,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--threads", type=int, default=1, help="wrk -t threads (1)")
     add("--idle", type=int, default=1000, metavar="N", help="idle-memory connections (1000)")
     add("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
-    add("--peers-venv", type=Path, default=Path("/opt/prefork-peers/venv"), metavar="DIR",
-        help="venv with uvicorn/hypercorn/gunicorn, created if missing (%(default)s)")
+    add(
+        "--peers-venv",
+        type=Path,
+        default=Path("/opt/prefork-peers/venv"),
+        metavar="DIR",
+        help="venv with uvicorn/hypercorn/gunicorn, created if missing (%(default)s)",
+    )
     add("--server-cpu", type=int, default=0, metavar="CPU", help="server's CPU (0)")
     add("--load-cpu", type=int, default=1, metavar="CPU", help="wrk's CPU (1)")
-    add("--startup-timeout", type=float, default=20.0, metavar="S",
-        help="seconds a server gets to answer GET / (20)")
+    add(
+        "--startup-timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="seconds a server gets to answer GET / (20)",
+    )
     args = p.parse_args(argv)
     for opt, known in (("servers", SERVERS), ("scenarios", SCENARIOS)):
         chosen = [x.strip() for x in getattr(args, opt).split(",") if x.strip()]
@@ -359,8 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile(args.idle + 100)  # before any server starts: they inherit it
     if any(SERVERS[s].peer for s in args.servers):
         ensure_peers_venv(args.peers_venv)
-    values = {"python": sys.executable, "venv": str(args.peers_venv), "repo": str(REPO),
-              "host": HOST}
+    values = {
+        "python": sys.executable,
+        "venv": str(args.peers_venv),
+        "repo": str(REPO),
+        "host": HOST,
+    }
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     failed: list[str] = []
@@ -384,24 +471,38 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"error: {name} failed to start: {exc}", file=sys.stderr)
                     failed.append(name)
                     break
-                rows.append({"server": name, "scenario": scen, "port": port,
-                             "server_command": srv.command, **row})
+                rows.append(
+                    {
+                        "server": name,
+                        "scenario": scen,
+                        "port": port,
+                        "server_command": srv.command,
+                        **row,
+                    }
+                )
     add_ratios(rows)
     print()
     print_table(rows)
     print("\nCommands (cwd = repo root; PORT = a fresh free port per row):")
-    cmds = (re.sub(rf"\b{r['port']}\b", "PORT", r[k]) for r in rows
-            for k in ("server_command", "load_command") if k in r)
+    cmds = (
+        re.sub(rf"\b{r['port']}\b", "PORT", r[k])
+        for r in rows
+        for k in ("server_command", "load_command")
+        if k in r
+    )
     for cmd in dict.fromkeys(cmds):
         print(f"  $ {cmd}")
     for name, why in [*skipped.items(), *((f, "failed to start") for f in failed)]:
         print(f"{name}: {why}")
     if args.json:
-        report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-                  "options": {k: str(v) if isinstance(v, Path) else v
-                              for k, v in vars(args).items()},
-                  "baseline": BASELINE, "skipped": skipped, "failed_to_start": failed,
-                  "results": rows}
+        report = {
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "baseline": BASELINE,
+            "skipped": skipped,
+            "failed_to_start": failed,
+            "results": rows,
+        }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 1 if failed else 0

@@ -37,9 +37,15 @@ DRAIN_LIMIT = 256 * 1024
 LINGER = 2.0
 
 SETUP, OPEN, LINGERING, CLOSED, TAKEN = range(5)
-_ERROR_BODY = {400: b"Bad Request\n", 413: b"Content Too Large\n", 414: b"URI Too Long\n",
-               431: b"Request Header Fields Too Large\n", 500: b"Internal Server Error\n",
-               501: b"Not Implemented\n", 503: b"Service Unavailable\n"}
+_ERROR_BODY = {
+    400: b"Bad Request\n",
+    413: b"Content Too Large\n",
+    414: b"URI Too Long\n",
+    431: b"Request Header Fields Too Large\n",
+    500: b"Internal Server Error\n",
+    501: b"Not Implemented\n",
+    503: b"Service Unavailable\n",
+}
 
 
 def _error_response(status: int, version: float, date: str) -> bytes:
@@ -58,7 +64,7 @@ class H1Connection(asyncio.Protocol):
 
     def __init__(self, server: Server, scheme: str = "http") -> None:
         self.server = server
-        self.loop = server._loop
+        self.loop = server._get_loop()
         self.scheme = scheme
         self.version: float = server._options.version or 1.1
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -76,7 +82,7 @@ class H1Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         return f"<prefork.H1Connection peer={self.peername()!r} state={self._state}>"
 
-    # -- asyncio.Protocol ---------------------------------------------------------------------------
+    # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -168,7 +174,9 @@ class H1Connection(asyncio.Protocol):
         elif self._peer_eof:
             stream._fail(ConnectionResetError("client closed the connection mid-request"))
         else:
-            stream._fail(exc)  # the handler's next read raises; an unanswered request gets exc.status
+            stream._fail(
+                exc
+            )  # the handler's next read raises; an unanswered request gets exc.status
 
     def _pause_reading(self) -> None:
         if self._reading:
@@ -180,7 +188,7 @@ class H1Connection(asyncio.Protocol):
             self._reading = True
             self.transport.resume_reading()
 
-    # -- the request/response cycle -----------------------------------------------------------------
+    # -- the request/response cycle ----------------------------------------------------------
 
     def _response_complete(self, stream: H1Stream, keep_alive: bool) -> None:
         if not keep_alive or self._closing or self._peer_eof or stream._read_error is not None:
@@ -493,10 +501,14 @@ class H1Stream(Stream):
             return
         # A client that asked for 100-continue and did not get it may never send the body:
         # then the connection cannot be reused (RFC 9110 section 10.1.1).
-        keep_alive = info.keep_alive and not conn._closing and not (
-            info.expects_continue and not self._continue_sent and not self._body_done
+        keep_alive = (
+            info.keep_alive
+            and not conn._closing
+            and not (info.expects_continue and not self._continue_sent and not self._body_done)
         )
-        framer = self._framer = http1.ResponseFramer(info.method, info.version, keep_alive, conn.version)
+        framer = self._framer = http1.ResponseFramer(
+            info.method, info.version, keep_alive, conn.version
+        )
         head = framer.head(status, headers.items(), end_stream, conn.server._date())
         if end_stream:
             self._complete(head + framer.end())

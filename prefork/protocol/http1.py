@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import h11
 
@@ -142,17 +143,17 @@ class RequestParser:
                     raise ProtocolError("connection closed in the middle of a request head")
                 return ConnectionClosed()
         try:
-            event = conn.next_event()
+            event: Any = conn.next_event()
         except h11.RemoteProtocolError as exc:
             raise ProtocolError(str(exc), exc.error_status_hint) from None
         kind = type(event)
         if kind is Data:
-            self.body_received += len(event.data)  # type: ignore[attr-defined]
+            self.body_received += len(event.data)
             limit = self._limits.max_body_size
             if limit is not None and self.body_received > limit:
                 raise ProtocolError("request body too large", 413)
         elif kind is Request:
-            self._check_request(event)  # type: ignore[arg-type]
+            self._check_request(event)
         return event
 
     def start_next_cycle(self) -> None:
@@ -236,11 +237,11 @@ def describe_request(event: h11.Request, scheme: str) -> RequestInfo:
             expect = value.lower()
         append(name.decode("latin-1"), value.decode("latin-1"))
     tokens = {t.strip() for t in connection.split(b",")} if connection else ()
-    if version == 1.1:
-        keep_alive = b"close" not in tokens
-    else:
-        keep_alive = b"keep-alive" in tokens
-    return RequestInfo(headers, method, version, keep_alive, version == 1.1 and expect == b"100-continue")
+    # RFC 9112 section 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+    keep_alive = b"close" not in tokens if version == 1.1 else b"keep-alive" in tokens
+    return RequestInfo(
+        headers, method, version, keep_alive, version == 1.1 and expect == b"100-continue"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +296,9 @@ class ResponseFramer:
 
     __slots__ = ("keep_alive", "method", "mode", "peer_version", "remaining", "version")
 
-    def __init__(self, method: bytes, peer_version: float, keep_alive: bool, version: float) -> None:
+    def __init__(
+        self, method: bytes, peer_version: float, keep_alive: bool, version: float
+    ) -> None:
         self.method = method
         self.peer_version = peer_version
         self.version = min(version, peer_version) if version == 1.0 else version
@@ -343,8 +346,10 @@ class ResponseFramer:
             out.append(f"{name}: {value}\r\n")
         if status < 200:
             return self._informational(status, out)
-        if self.method == b"HEAD" or status in (204, 304) or (
-            self.method == b"CONNECT" and status < 300
+        if (
+            self.method == b"HEAD"
+            or status in (204, 304)
+            or (self.method == b"CONNECT" and status < 300)
         ):
             self.mode = NO_BODY
         elif length is not None and not chunked:
