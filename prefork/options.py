@@ -129,12 +129,7 @@ def parse_server_options(options: dict[str, Any], *, listening: bool = False) ->
     sock = opts.get("socket")
     if sock is not None and not isinstance(sock, socket.socket):
         raise TypeError(f"option 'socket' must be a socket.socket, got {type(sock).__name__}")
-    tls = _optional_bool("tls", opts.get("tls"))
-    if tls:
-        raise ValueError(
-            "option 'tls': TLS is not built into this version of prefork yet "
-            "(use tls=False or None)"
-        )
+    _optional_bool("tls", opts.get("tls"))
     ctx = opts.get("ctx")
     if ctx is not None:
         from OpenSSL import SSL

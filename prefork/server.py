@@ -28,6 +28,7 @@ from typing import Any
 
 from prefork import sockets
 from prefork.aio import loop as aioloop
+from prefork.aio import setup
 from prefork.aio.http1 import H1Connection, H1Stream
 from prefork.errors import ProtocolError
 from prefork.options import ListenOptions, ServerOptions, parse_listen_options, parse_server_options
@@ -77,6 +78,7 @@ class Server:
         self._error: BaseException | None = None
         self._date_at = 0
         self._date_str = ""
+        self._connection_factory = setup.connection_factory(self)
 
     def __repr__(self) -> str:
         return (
@@ -214,7 +216,7 @@ class Server:
 
     async def _open(self, sock: socket.socket) -> None:
         try:
-            await self._get_loop().connect_accepted_socket(lambda: H1Connection(self), sock)
+            await self._get_loop().connect_accepted_socket(self._connection_factory, sock)
         except OSError as exc:
             sock.close()
             if not isinstance(exc, _ORDINARY):

@@ -62,10 +62,11 @@ class H1Connection(asyncio.Protocol):
         version: the HTTP version this side speaks: 1.1, or 1.0 when the server pins it.
     """
 
-    def __init__(self, server: Server, scheme: str = "http") -> None:
+    def __init__(self, server: Server, tls: Any = None) -> None:
         self.server = server
         self.loop = server._get_loop()
-        self.scheme = scheme
+        self.tls = tls
+        self.scheme = "http" if tls is None else "https"
         self.version: float = server._options.version or 1.1
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._parser = http1.RequestParser(server._limits)
@@ -308,6 +309,8 @@ class H1Connection(asyncio.Protocol):
         """
         if self._state >= CLOSED:
             raise BrokenPipeError("connection closed")
+        if self.tls is not None:
+            raise ValueError("take_socket() is not possible on a TLS connection")
         stream = self._stream
         if stream is not None:
             stream._flush()
@@ -330,9 +333,9 @@ class H1Connection(asyncio.Protocol):
         """``(family, address, port)`` of this end, ``(AF_UNIX, path)`` on a Unix socket."""
         return _name(self.transport, "sockname")
 
-    def checktls(self) -> None:
-        """The TLS connection object; None on a plain connection."""
-        return None
+    def checktls(self) -> Any:
+        """The TLS connection (``OpenSSL.SSL.Connection``); None on a plain connection."""
+        return self.tls
 
 
 def _name(transport: asyncio.BaseTransport | None, which: str) -> tuple:
@@ -554,6 +557,9 @@ class H1Stream(Stream):
         Regular files on a plain connection go out with ``sendfile(2)``: no copy through Python.
         """
         framer = self._framer
+        if self.connection.tls is not None:  # no sendfile through a TLS layer
+            await super().write_body_from_file(file, count, timeout)
+            return
         try:
             fd = file.fileno()
             offset = file.tell()
