@@ -53,6 +53,20 @@ class Stream(abc.ABC):
     ) -> None:
         """Send a piece of the response body; ``end_stream`` finishes the response."""
 
+    # -- the connection ---------------------------------------------------------------------------
+
+    def peername(self) -> tuple:
+        """The client's address: ``(family, address, port)`` or ``(AF_UNIX, path)``."""
+        return self.connection.peername()
+
+    def localname(self) -> tuple:
+        """This end's address: ``(family, address, port)`` or ``(AF_UNIX, path)``."""
+        return self.connection.localname()
+
+    def checktls(self) -> Any:
+        """The TLS connection object (``OpenSSL.SSL.Connection``), None on plain connections."""
+        return self.connection.checktls()
+
     # -- reading ---------------------------------------------------------------------------------
 
     async def get_next_chunk(self, timeout: float | None = None) -> bytes | None:

@@ -69,7 +69,8 @@ def test_pipelined_requests_come_one_cycle_at_a_time():
         b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     first = events(parser)
-    assert [type(e) for e in first] == [h11.Request, h11.Data, h11.EndOfMessage, type(h11.PAUSED)]
+    kinds = [h11.Request, http1.Data, http1.EndOfMessage, type(h11.PAUSED)]
+    assert [type(e) for e in first] == kinds
     assert first[0].target == b"/a"
     parser.start_next_cycle()
     second = events(parser)

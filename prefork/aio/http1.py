@@ -21,6 +21,7 @@ import math
 import os
 import socket
 from collections import deque
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from prefork.errors import ProtocolError, StreamStateError
@@ -37,19 +38,10 @@ DRAIN_LIMIT = 256 * 1024
 LINGER = 2.0
 
 SETUP, OPEN, LINGERING, CLOSED, TAKEN = range(5)
-_ERROR_BODY = {
-    400: b"Bad Request\n",
-    413: b"Content Too Large\n",
-    414: b"URI Too Long\n",
-    431: b"Request Header Fields Too Large\n",
-    500: b"Internal Server Error\n",
-    501: b"Not Implemented\n",
-    503: b"Service Unavailable\n",
-}
 
 
 def _error_response(status: int, version: float, date: str) -> bytes:
-    body = _ERROR_BODY.get(status, b"")
+    body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
     framer = http1.ResponseFramer(b"GET", 1.1, False, version)
     fields = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
     return framer.head(status, fields, True, date) + body
@@ -146,11 +138,11 @@ class H1Connection(asyncio.Protocol):
                 event = parser.next_event()
                 kind = type(event)
                 if kind is http1.Data:
-                    stream._feed(event.data)  # type: ignore[union-attr,attr-defined]
+                    stream._feed(event.data)  # type: ignore[union-attr]
                 elif kind is http1.Request:
-                    self._on_request(event)  # type: ignore[arg-type]
+                    self._on_request(event)
                 elif kind is http1.EndOfMessage:
-                    stream._feed_end(event.headers)  # type: ignore[union-attr,attr-defined]
+                    stream._feed_end(event.headers)  # type: ignore[union-attr]
                     if stream._response_done:  # type: ignore[union-attr]
                         self._next_cycle()
                 elif kind is http1.ConnectionClosed:
@@ -275,7 +267,9 @@ class H1Connection(asyncio.Protocol):
     # -- writing ----------------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if self._state >= CLOSED:
+        # is_closing() too: after a send error asyncio drops writes silently and reports the
+        # loss only in a later callback, which a handler that never yields would not let run.
+        if self._state >= CLOSED or self.transport.is_closing():
             raise BrokenPipeError("connection closed")
         if data:
             self.transport.write(data)
@@ -286,7 +280,7 @@ class H1Connection(asyncio.Protocol):
                 self._drain = self.loop.create_future()
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._drain)
-        if self._state >= CLOSED:
+        if self._state >= CLOSED or self.transport.is_closing():
             raise BrokenPipeError("connection closed")
 
     def _wake_writers(self) -> None:

@@ -35,8 +35,6 @@ from prefork.headers import Headers
 NEED_DATA = h11.NEED_DATA
 PAUSED = h11.PAUSED
 Request = h11.Request
-Data = h11.Data
-EndOfMessage = h11.EndOfMessage
 ConnectionClosed = h11.ConnectionClosed
 
 
@@ -95,20 +93,52 @@ def scan_head(buf: bytes, limits: Limits) -> int:
     return end + 4
 
 
-class RequestParser:
-    """Turns the bytes of one connection into h11 events, one request at a time.
+class Data:
+    """A piece of request body."""
 
-    Events: ``Request``, ``Data``, ``EndOfMessage``, ``ConnectionClosed``, and the sentinels
-    ``NEED_DATA`` (feed more bytes) and ``PAUSED`` (request complete: answer it, then call
-    :meth:`start_next_cycle`).
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class EndOfMessage:
+    """The end of a request body, with its trailer fields (lower-case bytes names)."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_MAX_CHUNK_LINE = 4096
+_FIELD = re.compile(  # RFC 9110 section 5: field-name ":" OWS field-value OWS
+    rb"([!#$%&'*+\-.^_`|~0-9a-zA-Z]+):[ \t]*"
+    rb"([\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?[ \t]*\Z"
+)
+_NO_BODY, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(7)
+
+
+class RequestParser:
+    """Turns the bytes of one connection into events, one request at a time.
+
+    Events: ``h11.Request``, :class:`Data`, :class:`EndOfMessage`, ``h11.ConnectionClosed``,
+    and the sentinels ``NEED_DATA`` (feed more bytes) and ``PAUSED`` (request complete: answer
+    it, then call :meth:`start_next_cycle`).
+
+    h11 parses each request head; the body is framed here (RFC 9112 sections 6 and 7), because
+    h11's chunked reader waits for chunk sizes of up to 20 hex digits (a 64-bit proxy in front
+    would wrap them) and accepts bare LF in the trailer section.
     """
 
-    __slots__ = ("_buf", "_eof", "_h11", "_limits", "body_received")
+    __slots__ = ("_buf", "_eof", "_left", "_limits", "_state", "body_received")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._buf = b""
-        self._h11: h11.Connection | None = None
+        self._state: int | None = None  # None: waiting for a request head
+        self._left = 0
         self._eof = False
         self.body_received = 0
 
@@ -116,85 +146,191 @@ class RequestParser:
         """Feed bytes read from the socket; ``b""`` means the peer closed its side."""
         if not data:
             self._eof = True
-        if self._h11 is None:
-            self._buf = self._buf + data if self._buf else data
+        elif self._buf:
+            self._buf += data
         else:
-            self._h11.receive_data(data)
+            self._buf = data
 
     @property
     def waiting_for_request(self) -> bool:
         """True between requests: no part of a request has been accepted yet."""
-        return self._h11 is None
+        return self._state is None
 
     @property
     def pending(self) -> int:
         """Bytes received and not parsed yet (bounded by the caller through pause_reading)."""
-        return len(self._buf) if self._h11 is None else len(self._h11.trailing_data[0])
+        return len(self._buf)
 
-    def next_event(self) -> object:
+    def next_event(self) -> Any:
         """Return the next event; raise :class:`ProtocolError` on bad input."""
-        conn = self._h11
-        if conn is None:
-            conn = self._start_request()
-            if conn is None:
-                if not self._eof:
-                    return NEED_DATA
-                if self._buf:
-                    raise ProtocolError("connection closed in the middle of a request head")
-                return ConnectionClosed()
+        state = self._state
+        if state is None:
+            return self._next_request()
+        if state == _LENGTH:
+            return self._next_data()
+        if state == _DONE:
+            return PAUSED
+        if state == _NO_BODY:
+            self._state = _DONE
+            return EndOfMessage([])
+        return self._next_chunked()
+
+    def start_next_cycle(self) -> None:
+        """Forget the finished request; bytes already received start the next one."""
+        self._state = None
+        self.body_received = 0
+
+    def take_trailing_data(self) -> bytes:
+        """Bytes received and not parsed (for a connection being taken over)."""
+        data, self._buf = self._buf, b""
+        return data
+
+    def _next_request(self) -> Any:
+        buf = self._buf
+        if buf[:2] == b"\r\n":  # RFC 9112 section 2.2: ignore empty lines before a request
+            buf = self._buf = buf.lstrip(b"\r\n")
+        end = scan_head(buf, self._limits)
+        if end < 0:
+            if not self._eof:
+                return NEED_DATA
+            if buf:
+                raise ProtocolError("connection closed in the middle of a request head")
+            return ConnectionClosed()
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_head_size)
+        conn.receive_data(buf[:end])
+        self._buf = buf[end:]
         try:
             event: Any = conn.next_event()
         except h11.RemoteProtocolError as exc:
             raise ProtocolError(str(exc), exc.error_status_hint) from None
-        kind = type(event)
-        if kind is Data:
-            self.body_received += len(event.data)
-            limit = self._limits.max_body_size
-            if limit is not None and self.body_received > limit:
-                raise ProtocolError("request body too large", 413)
-        elif kind is Request:
-            self._check_request(event)
+        self._check_request(event)
         return event
-
-    def start_next_cycle(self) -> None:
-        """Forget the finished request; bytes already received start the next one."""
-        assert self._h11 is not None
-        self._buf = bytes(self._h11.trailing_data[0])
-        self._h11 = None
-        self.body_received = 0
-
-    def take_trailing_data(self) -> bytes:
-        """Bytes received after the current request (for a connection being taken over)."""
-        if self._h11 is None:
-            data, self._buf = self._buf, b""
-            return data
-        return bytes(self._h11.trailing_data[0])
-
-    def _start_request(self) -> h11.Connection | None:
-        buf = self._buf
-        if buf[:2] == b"\r\n":  # RFC 9112 section 2.2: ignore empty lines before a request
-            buf = self._buf = buf.lstrip(b"\r\n")
-        if scan_head(buf, self._limits) < 0:
-            return None
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_head_size)
-        conn.receive_data(buf)
-        if self._eof:
-            conn.receive_data(b"")
-        self._buf = b""
-        self._h11 = conn
-        return conn
 
     def _check_request(self, event: h11.Request) -> None:
         limits = self._limits
+        if not event.http_version.startswith(b"1."):  # RFC 9110 section 15.6.6
+            raise ProtocolError("HTTP version not supported", 505)
         if len(event.headers) > limits.max_header_count:
             raise ProtocolError("too many header fields", 431)
+        self._state = _NO_BODY
         for name, value in event.headers:
             if name == b"content-length":
-                if limits.max_body_size is not None and int(value) > limits.max_body_size:
+                self._left = int(value)
+                if limits.max_body_size is not None and self._left > limits.max_body_size:
                     raise ProtocolError("request body too large", 413)
-            elif name == b"transfer-encoding" and event.http_version == b"1.0":
-                # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
-                raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+                self._state = _LENGTH if self._left else _NO_BODY
+            elif name == b"transfer-encoding":
+                if event.http_version == b"1.0":
+                    # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+                    raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+                self._state = _CHUNK_SIZE  # h11 refused any coding but chunked (501)
+
+    def _count(self, size: int) -> None:
+        self.body_received += size
+        limit = self._limits.max_body_size
+        if limit is not None and self.body_received > limit:
+            raise ProtocolError("request body too large", 413)
+
+    def _next_data(self) -> Any:
+        buf = self._buf
+        if not buf:
+            if self._eof:
+                raise ProtocolError("connection closed in the middle of a request body")
+            return NEED_DATA
+        left = self._left
+        if len(buf) <= left:
+            data, self._buf = buf, b""
+        else:
+            data, self._buf = buf[:left], buf[left:]
+        left -= len(data)
+        self._left = left
+        self._count(len(data))
+        if not left:
+            self._state = _NO_BODY if self._state == _LENGTH else _CHUNK_END
+        return Data(data)
+
+    def _next_chunked(self) -> Any:
+        while True:
+            state = self._state
+            if state == _CHUNK_DATA:
+                return self._next_data()
+            if state == _CHUNK_END:
+                if len(self._buf) < 2:
+                    if self._buf not in (b"", b"\r"):
+                        raise ProtocolError("chunk data not followed by CRLF")
+                    return self._need_data()
+                if self._buf[:2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                self._buf = self._buf[2:]
+                self._state = _CHUNK_SIZE
+            elif state == _CHUNK_SIZE:
+                line = self._line(_MAX_CHUNK_LINE, "chunk size line too long", 400)
+                if line is None:
+                    return self._need_data()
+                self._left = _chunk_size(line)
+                limit = self._limits.max_body_size
+                if limit is not None and self.body_received + self._left > limit:
+                    raise ProtocolError("request body too large", 413)
+                self._state = _CHUNK_DATA if self._left else _TRAILERS
+            else:
+                return self._trailers()
+
+    def _trailers(self) -> Any:
+        buf = self._buf
+        if buf[:2] == b"\r\n":
+            self._buf = buf[2:]
+            self._state = _DONE
+            return EndOfMessage([])
+        end = buf.find(b"\r\n\r\n")
+        block = buf if end < 0 else buf[: end + 2]
+        if block.count(b"\n") != block.count(b"\r\n"):
+            raise ProtocolError("bare LF in trailer section")
+        if len(block) > self._limits.max_head_size:
+            raise ProtocolError("trailer section too large", 431)
+        if end < 0:
+            return self._need_data()
+        fields = []
+        for line in block[:-2].split(b"\r\n"):
+            match = _FIELD.match(line)
+            if match is None:
+                raise ProtocolError("invalid trailer field")
+            fields.append((match.group(1).lower(), match.group(2) or b""))
+        if len(fields) > self._limits.max_header_count:
+            raise ProtocolError("too many trailer fields", 431)
+        self._buf = buf[end + 4 :]
+        self._state = _DONE
+        return EndOfMessage(fields)
+
+    def _line(self, limit: int, message: str, status: int) -> bytes | None:
+        buf = self._buf
+        end = buf.find(b"\r\n")
+        if end < 0:
+            if len(buf) > limit:
+                raise ProtocolError(message, status)
+            if b"\n" in buf:
+                raise ProtocolError("bare LF in chunked body")
+            return None
+        line = buf[:end]
+        if b"\n" in line:
+            raise ProtocolError("bare LF in chunked body")
+        self._buf = buf[end + 2 :]
+        return line
+
+    def _need_data(self) -> Any:
+        if self._eof:
+            raise ProtocolError("connection closed in the middle of a request body")
+        return NEED_DATA
+
+
+def _chunk_size(line: bytes) -> int:
+    """RFC 9112 section 7.1: ``chunk-size [ chunk-ext ]``; at most 16 hex digits (2**64 - 1)."""
+    size, _, ext = line.partition(b";")
+    size = size.rstrip(b" \t")  # BWS before a chunk extension (section 7.1.1)
+    if not size or len(size) > 16 or not _HEX.issuperset(size):
+        raise ProtocolError("invalid chunk size")
+    if ext and any((c < 0x20 and c != 0x09) or c == 0x7F for c in ext):
+        raise ProtocolError("invalid chunk extension")
+    return int(size, 16)
 
 
 @dataclass(slots=True)
