@@ -54,6 +54,12 @@ class Server:
     """An HTTP server: a listening socket (optional), its connections and their streams.
 
     Made by :func:`new` or :func:`listen`, not directly.
+
+    Attributes:
+        requests: how many requests (streams) it has started, for statistics.
+        on_socket_done: called once for each socket given to :meth:`add_socket` when it is
+            finished with (closed, failed or taken over); a prefork worker reports these to
+            its master so that its count of open connections stays true.
     """
 
     def __init__(self, options: ServerOptions, bind: ListenOptions | None = None) -> None:
@@ -79,6 +85,8 @@ class Server:
         self._date_at = 0
         self._date_str = ""
         self._connection_factory = setup.connection_factory(self)
+        self.requests = 0
+        self.on_socket_done: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -219,6 +227,8 @@ class Server:
             await self._get_loop().connect_accepted_socket(self._connection_factory, sock)
         except OSError as exc:
             sock.close()
+            if self.on_socket_done is not None:
+                self.on_socket_done()
             if not isinstance(exc, _ORDINARY):
                 self._report(sock, "wrap", exc)
         finally:
@@ -229,6 +239,7 @@ class Server:
     def add_stream(self, stream: H1Stream) -> None:
         """Run ``onstream(server, stream)`` for ``stream`` in a new task."""
         task = self._get_loop().create_task(self._run_stream(stream))
+        self.requests += 1
         stream._task = task
         self._tasks.add(task)
 
@@ -254,6 +265,8 @@ class Server:
 
     def _connection_lost(self, conn: H1Connection) -> None:
         self._connections.discard(conn)
+        if self.on_socket_done is not None:
+            self.on_socket_done()
         self._update_accepting()
         self._check_empty()
 

@@ -345,7 +345,12 @@ def _name(transport: asyncio.BaseTransport | None, which: str) -> tuple:
 
 
 class H1Stream(Stream):
-    """One request and its response on an HTTP/1 connection (the contract: docs/stream.md)."""
+    """One request and its response on an HTTP/1 connection (the contract: docs/stream.md).
+
+    Attributes:
+        status: the final status written (None before the response head), for access logs.
+        bytes_sent: response body bytes written so far.
+    """
 
     def __init__(self, connection: H1Connection, info: http1.RequestInfo) -> None:
         super().__init__()
@@ -366,6 +371,8 @@ class H1Stream(Stream):
         self._continue_sent = False
         self._response_done = False
         self._task: asyncio.Task[None] | None = None
+        self.status: int | None = None
+        self.bytes_sent = 0
 
     def __repr__(self) -> str:
         h = self._info.headers
@@ -503,6 +510,7 @@ class H1Stream(Stream):
             and not conn._closing
             and not (info.expects_continue and not self._continue_sent and not self._body_done)
         )
+        self.status = status
         framer = self._framer = http1.ResponseFramer(
             info.method, info.version, keep_alive, conn.version
         )
@@ -533,6 +541,7 @@ class H1Stream(Stream):
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"body data must be bytes, not {type(data).__name__}")
         out = framer.data(data)
+        self.bytes_sent += len(data)
         if self._pending:
             out, self._pending = self._pending + out, b""
         if end_stream:
@@ -568,6 +577,7 @@ class H1Stream(Stream):
         elif count > size:
             raise EOFError(f"file has {size} bytes left, count is {count}")
         prefix, suffix = framer.frame_size(count)
+        self.bytes_sent += count
         conn = self.connection
         conn._write(self._pending + prefix)
         self._pending = b""
@@ -608,6 +618,7 @@ class H1Stream(Stream):
                 conn.close()
                 return
             self._framer = http1.ResponseFramer(b"GET", 1.1, False, conn.version)
+            self.status = status
             self._pending = b""
             self._complete(_error_response(status, conn.version, conn.server._date()))
         else:

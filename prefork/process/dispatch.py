@@ -1,0 +1,166 @@
+"""Dispatch policy: which worker gets each accepted connection. Pure bookkeeping, no I/O.
+
+Least outstanding connections among the *ready* workers of the current generation, ties broken
+round-robin. Workers report closes, so "outstanding" stays true. A worker with a batch it has
+not acknowledged yet is treated as busy: a blocked event loop cannot ack, and the ack is the
+only signal that tells a worker stuck in CPU work from an idle one (DESIGN.md section 4: on a
+skewed load, close reports alone gave a p99 of 11 ms against 6 ms for a shared accept socket).
+
+The master keeps its copy of every connection until the batch is acknowledged; when a worker
+dies first, :meth:`Dispatcher.remove` returns those connections to hand out again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Conn = TypeVar("Conn")
+
+
+@dataclass
+class Slot(Generic[Conn]):
+    """What the master knows about one worker's load."""
+
+    key: Hashable
+    generation: int = 0
+    ready: bool = False
+    closing: bool = False
+    full: bool = False
+    outstanding: int = 0
+    total: int = 0
+    unacked: dict[int, list[Conn]] = field(default_factory=dict)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.unacked)
+
+
+class Dispatcher(Generic[Conn]):
+    """The worker table and the policy.
+
+    Args:
+        per_worker: most outstanding connections one worker may have (its ``max_concurrent``).
+    """
+
+    def __init__(self, per_worker: float = math.inf) -> None:
+        self.per_worker = per_worker
+        self.slots: dict[Hashable, Slot[Conn]] = {}
+        self.generation = 0
+        self._order: list[Hashable] = []
+        self._cursor = 0
+        self._next_batch = 1
+
+    # -- the table --------------------------------------------------------------------------
+
+    def add(self, key: Hashable, generation: int | None = None) -> Slot[Conn]:
+        """A new worker (booting: not eligible until :meth:`ready`)."""
+        slot = Slot[Conn](key, self.generation if generation is None else generation)
+        self.slots[key] = slot
+        self._order.append(key)
+        return slot
+
+    def ready(self, key: Hashable) -> None:
+        self.slots[key].ready = True
+
+    def closing(self, key: Hashable) -> None:
+        """The worker drains and will exit: it gets no more connections."""
+        self.slots[key].closing = True
+
+    def remove(self, key: Hashable) -> list[Conn]:
+        """Forget a dead worker; returns the connections it never acknowledged."""
+        slot = self.slots.pop(key)
+        self._order.remove(key)
+        return [conn for batch in slot.unacked.values() for conn in batch]
+
+    def eligible(self, slot: Slot[Conn]) -> bool:
+        return (
+            slot.ready
+            and not slot.closing
+            and not slot.full
+            and slot.generation == self.generation
+            and slot.outstanding < self.per_worker
+        )
+
+    def can_accept(self) -> bool:
+        """Whether any worker could take a connection now (else leave clients in the backlog)."""
+        return any(self.eligible(slot) for slot in self.slots.values())
+
+    @property
+    def outstanding(self) -> int:
+        return sum(slot.outstanding for slot in self.slots.values())
+
+    # -- the policy --------------------------------------------------------------------------
+
+    def assign(
+        self, conns: list[Conn]
+    ) -> tuple[list[tuple[Hashable, int, list[Conn]]], list[Conn]]:
+        """Share ``conns`` out: one batch per chosen worker.
+
+        Returns:
+            ``(batches, left)``: ``(worker key, batch id, connections)`` to send, and the
+            connections no worker can take now.
+        """
+        chosen: dict[Hashable, list[Conn]] = {}
+        left: list[Conn] = []
+        for conn in conns:
+            key = self._pick()
+            if key is None:
+                left.append(conn)
+                continue
+            slot = self.slots[key]
+            slot.outstanding += 1
+            slot.total += 1
+            chosen.setdefault(key, []).append(conn)
+        batches = []
+        for key, batch in chosen.items():
+            batch_id = self._next_batch
+            self._next_batch = self._next_batch % 0xFFFFFFFF + 1
+            self.slots[key].unacked[batch_id] = batch
+            batches.append((key, batch_id, batch))
+        return batches, left
+
+    def _pick(self) -> Hashable | None:
+        order = self._order
+        n = len(order)
+        best = None
+        best_rank: tuple[bool, int, int] | None = None
+        for offset in range(n):
+            key = order[(self._cursor + offset) % n]
+            slot = self.slots[key]
+            if not self.eligible(slot):
+                continue
+            rank = (slot.busy, slot.outstanding, offset)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = key, rank
+        if best is not None:
+            self._cursor = (order.index(best) + 1) % n
+        return best
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def acked(self, key: Hashable, batch_id: int) -> list[Conn]:
+        """The worker took the batch: returns the connections whose master copies can close."""
+        slot = self.slots.get(key)
+        if slot is None:
+            return []
+        slot.full = False
+        return slot.unacked.pop(batch_id, [])
+
+    def send_failed(self, key: Hashable, batch_id: int) -> list[Conn]:
+        """The channel was full: the batch did not leave; returns it for someone else."""
+        slot = self.slots[key]
+        slot.full = True
+        batch = slot.unacked.pop(batch_id, [])
+        slot.outstanding -= len(batch)
+        slot.total -= len(batch)
+        return batch
+
+    def closed(self, key: Hashable, count: int) -> None:
+        """The worker finished ``count`` connections."""
+        slot = self.slots.get(key)
+        if slot is not None:
+            slot.full = False
+            slot.outstanding = max(0, slot.outstanding - count)

@@ -1,0 +1,532 @@
+"""The master: owns the listening sockets, accepts, hands connections to workers, supervises.
+
+One thread, one ``selectors`` loop. Each turn reads as gunicorn's arbiter does:
+wait (listeners, worker channels, the signal wake-up pipe) -> act on signals -> reap dead
+workers -> murder silent ones -> manage the worker count -> hand out waiting connections.
+Signal handlers only queue the signal; the loop calls ``handle_<name>``.
+
+Hand-off (DESIGN.md section 4): accept until EAGAIN (at most ``ACCEPT_BATCH`` a turn), let the
+pure :class:`~prefork.process.dispatch.Dispatcher` share the batch out, one ``sendmsg`` per
+worker. The master keeps its copy of each socket until the worker acknowledges the batch, so a
+worker that dies first loses nothing: its unacknowledged connections go to another worker.
+When no worker can take more, the master stops accepting and the kernel's backlog holds clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefork.process import fdpass, systemd, wire
+from prefork.process.dispatch import Dispatcher
+from prefork.process.worker import WORKER_BOOT_ERROR, child_main
+
+log = logging.getLogger("prefork.master")
+
+ACCEPT_BATCH = 64
+HEARTBEAT_MAX = 1.0
+KILL_GRACE = 2.0
+QUICK_STOP = 5.0
+SIGNALS = ("HUP", "TERM", "INT", "QUIT", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
+
+
+class HaltServer(Exception):
+    """Stop the master with ``exit_status`` after a fatal condition (e.g. the app cannot load)."""
+
+    def __init__(self, reason: str, exit_status: int = 1) -> None:
+        super().__init__(reason)
+        self.exit_status = exit_status
+
+
+@dataclass
+class MasterConfig:
+    """What the master needs; ``prefork.cli`` builds it from the command line and config file."""
+
+    app: str | Callable[..., Any]
+    listeners: list[socket.socket]
+    workers: int = 1
+    server_options: dict[str, Any] = field(default_factory=dict)
+    timeout: float = 30.0
+    graceful_timeout: float = 30.0
+    access_log: bool = False
+    unix_paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WorkerProcess:
+    """The master's view of one worker process."""
+
+    pid: int
+    channel: socket.socket
+    control: int
+    started: float
+    last_seen: float
+    ready: bool = False
+    closing: bool = False
+    requests: int = 0
+    open_connections: int = 0
+    killed_at: float | None = None
+
+
+class Master:
+    """Run with :meth:`run`; returns the exit status."""
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self.target = config.workers
+        self.workers: dict[int, WorkerProcess] = {}
+        per_worker = config.server_options.get("max_concurrent", float("inf"))
+        self.dispatcher: Dispatcher[socket.socket] = Dispatcher(per_worker)
+        self.waiting: list[socket.socket] = []
+        self.selector = selectors.DefaultSelector()
+        self.signals: list[int] = []
+        self.accepting = False
+        self.paused = False
+        self.stopping: float | None = None  # deadline of a stop in progress
+        self.exit_status = 0
+        self.boot_failures = 0
+        self.next_spawn = 0.0
+        self.accept_backoff_until = 0.0
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        self._heartbeat = min(HEARTBEAT_MAX, config.timeout / 4)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Spawn the workers and serve until stopped; returns the exit status."""
+        self._setup()
+        try:
+            while self.stopping is None or self.workers:
+                self._turn()
+                if self.stopping is not None and time.monotonic() > self.stopping:
+                    self._kill_all(signal.SIGKILL)
+                    self._reap(block=True)
+        except HaltServer as halt:
+            log.critical("%s", halt)
+            self.exit_status = halt.exit_status
+            self._kill_all(signal.SIGKILL)
+            self._reap(block=True)
+        finally:
+            self._teardown()
+        return self.exit_status
+
+    def _setup(self) -> None:
+        for sock in self.config.listeners:
+            sock.setblocking(False)
+        for fd in (self._wakeup_r, self._wakeup_w):
+            os.set_blocking(fd, False)
+        self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
+        log.info("master %d serving %s", os.getpid(), ", ".join(_names(self.config.listeners)))
+
+    def _teardown(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, "SIG" + name), signal.SIG_DFL)
+        self._close_listeners()
+        for sock in self.waiting:
+            sock.close()
+        self.waiting.clear()
+        self.selector.close()
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+        systemd.notify("STOPPING=1")
+        log.info("master %d exiting (%d)", os.getpid(), self.exit_status)
+
+    def _turn(self) -> None:
+        for key, _ in self.selector.select(self._wait_time()):
+            key.data(key.fileobj)
+        self._handle_signals()
+        self._reap()
+        self._murder()
+        self._manage()
+        self._hand_out()
+        self._update_accepting()
+
+    def _wait_time(self) -> float:
+        now = time.monotonic()
+        wait = self._heartbeat
+        if self.stopping is not None:
+            wait = min(wait, max(0.0, self.stopping - now))
+        if len(self._live()) < self.target and self.stopping is None:
+            wait = min(wait, max(0.0, self.next_spawn - now))
+        return wait
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _queue_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)  # the wake-up fd gets a byte; the loop acts
+
+    def _drain_wakeup(self, fd: Any) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wakeup_r, 4096):
+                pass
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            name = signal.Signals(signum).name[3:].lower()
+            handler = getattr(self, f"handle_{name}", None)
+            if handler is not None:
+                handler()
+
+    def handle_term(self) -> None:
+        """Graceful stop: listeners closed, in-flight requests finish within graceful_timeout."""
+        self.stop(graceful=True)
+
+    def handle_int(self) -> None:
+        """Quick stop."""
+        self.stop(graceful=False)
+
+    handle_quit = handle_int
+
+    def handle_ttin(self) -> None:
+        self.target += 1
+        log.info("workers: %d (TTIN)", self.target)
+
+    def handle_ttou(self) -> None:
+        if self.target > 1:
+            self.target -= 1
+            log.info("workers: %d (TTOU)", self.target)
+
+    def handle_usr1(self) -> None:
+        from prefork import logs
+
+        logs.reopen()
+        self.broadcast("reopen-logs")
+
+    def handle_chld(self) -> None:
+        """Nothing to do here: every turn reaps."""
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def broadcast(self, command: str) -> None:
+        """Write a control command to every worker."""
+        line = wire.command(command)
+        for worker in self.workers.values():
+            with contextlib.suppress(OSError):
+                os.write(worker.control, line)
+
+    def pause(self) -> None:
+        """Stop accepting (clients wait in the backlog) and tell the workers."""
+        self.paused = True
+        self.broadcast("pause")
+
+    def resume(self) -> None:
+        self.paused = False
+        self.broadcast("resume")
+
+    def stop(self, graceful: bool = True) -> None:
+        """Close the listeners; workers finish (graceful) or exit now (quick)."""
+        if self.stopping is not None:
+            if not graceful:  # a second, quicker stop shortens the wait
+                self._kill_all(signal.SIGQUIT)
+                self.stopping = min(self.stopping, time.monotonic() + QUICK_STOP)
+            return
+        systemd.notify("STOPPING=1")
+        log.info("%s stop", "graceful" if graceful else "quick")
+        self._close_listeners()
+        for sock in self.waiting:
+            sock.close()
+        self.waiting.clear()
+        if graceful:
+            self.stopping = time.monotonic() + self.config.graceful_timeout
+            for pid in list(self.workers):
+                self._retire(pid)
+        else:
+            self.stopping = time.monotonic() + QUICK_STOP
+            self._kill_all(signal.SIGQUIT)
+
+    def _close_listeners(self) -> None:
+        self._set_accepting(False)
+        for sock in self.config.listeners:
+            sock.close()
+        for path in self.config.unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.config.listeners = []
+        self.config.unix_paths = []
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _live(self) -> list[WorkerProcess]:
+        return [w for w in self.workers.values() if not w.closing]
+
+    def _manage(self) -> None:
+        if self.stopping is not None:
+            return
+        live = self._live()
+        if len(live) > self.target:
+            extra = sorted(live, key=lambda w: (w.open_connections, -w.started))
+            for worker in extra[: len(live) - self.target]:
+                self._retire(worker.pid)
+        elif len(live) < self.target and time.monotonic() >= self.next_spawn:
+            for _ in range(self.target - len(live)):
+                self.spawn()
+
+    def spawn(self) -> WorkerProcess:
+        """Fork one worker."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control_r, control_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            status = 1
+            try:
+                parent.close()
+                os.close(control_w)
+                self._forget_in_child()
+                status = child_main(
+                    self.config.app,
+                    child,
+                    control_r,
+                    self.config.server_options,
+                    self._heartbeat,
+                    self.config.access_log,
+                )
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        child.close()
+        os.close(control_r)
+        os.set_blocking(control_w, False)
+        parent.setblocking(False)
+        now = time.monotonic()
+        worker = WorkerProcess(pid, parent, control_w, now, now)
+        self.workers[pid] = worker
+        self.dispatcher.add(pid)
+        self.selector.register(
+            parent, selectors.EVENT_READ, functools.partial(self._on_channel, pid)
+        )
+        log.info("booting worker %d", pid)
+        return worker
+
+    def _forget_in_child(self) -> None:
+        """Close, in a new child, everything of the master's that the child must not hold."""
+        signal.set_wakeup_fd(-1)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, "SIG" + name), signal.SIG_DFL)
+        for sock in self.config.listeners:
+            sock.close()
+        for sock in self.waiting:
+            sock.close()
+        for slot in self.dispatcher.slots.values():
+            for batch in slot.unacked.values():
+                for sock in batch:
+                    sock.close()
+        for worker in self.workers.values():
+            worker.channel.close()
+            os.close(worker.control)
+        self.selector.close()
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+
+    def _retire(self, pid: int) -> None:
+        """Ask a worker to finish its connections and exit; it gets nothing new."""
+        worker = self.workers[pid]
+        if worker.closing:
+            return
+        worker.closing = True
+        worker.killed_at = None
+        self.dispatcher.closing(pid)
+        with contextlib.suppress(OSError):
+            os.write(worker.control, wire.command("close"))
+
+    def _kill_all(self, signum: int) -> None:
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def _reap(self, block: bool = False) -> None:
+        deadline = time.monotonic() + KILL_GRACE
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            self._worker_exited(pid, os.waitstatus_to_exitcode(status))
+            if block and time.monotonic() > deadline:
+                return
+
+    def _worker_exited(self, pid: int, code: int) -> None:
+        worker = self.workers.pop(pid, None)
+        if worker is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(worker.channel)
+        worker.channel.close()
+        os.close(worker.control)
+        lost = self.dispatcher.remove(pid)
+        self.waiting[:0] = lost  # unacknowledged: another worker takes them
+        expected = worker.closing or self.stopping is not None
+        if code == WORKER_BOOT_ERROR and self.stopping is None:
+            raise HaltServer(f"worker {pid} could not load the application; stopping")
+        if not worker.ready and not expected:
+            self.boot_failures += 1
+            delay = min(0.1 * 2 ** (self.boot_failures - 1), 10.0)
+            self.next_spawn = time.monotonic() + delay
+            log.error(
+                "worker %d died while booting (%s); next in %.1f s", pid, _status(code), delay
+            )
+        elif not expected:
+            log.warning("worker %d died (%s); replacing it", pid, _status(code))
+        else:
+            log.info("worker %d exited (%s)", pid, _status(code))
+
+    def _murder(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.killed_at is not None:
+                if now - worker.killed_at > KILL_GRACE:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGKILL)
+            elif now - worker.last_seen > self.config.timeout and not worker.closing:
+                log.critical(
+                    "worker %d silent for %.0f s: killing it", worker.pid, now - worker.last_seen
+                )
+                worker.killed_at = now
+                self.dispatcher.closing(worker.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGABRT)
+
+    # -- the channel -------------------------------------------------------------------------------
+
+    def _on_channel(self, pid: int, channel: socket.socket) -> None:
+        worker = self.workers.get(pid)
+        if worker is None:
+            return
+        while True:
+            try:
+                data = channel.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the worker is exiting: wait for the reap
+                self.selector.unregister(channel)
+                return
+            worker.last_seen = time.monotonic()
+            self._on_message(worker, wire.decode(data))
+
+    def _on_message(self, worker: WorkerProcess, message: wire.Message) -> None:
+        kind = message.kind
+        if kind == wire.ACK:
+            for sock in self.dispatcher.acked(worker.pid, message.number):
+                sock.close()
+        elif kind == wire.CLOSED:
+            self.dispatcher.closed(worker.pid, message.number)
+        elif kind == wire.BEAT:
+            worker.requests = message.requests
+            worker.open_connections = message.number
+        elif kind == wire.READY:
+            worker.ready = True
+            self.boot_failures = 0
+            if not worker.closing:
+                self.dispatcher.ready(worker.pid)
+            log.info("worker %d ready", worker.pid)
+            if all(w.ready for w in self._live()):
+                systemd.notify(f"READY=1\nSTATUS={len(self._live())} workers ready")
+        elif kind == wire.ERROR:
+            log.error("worker %d: %s", worker.pid, message.text)
+
+    # -- accepting and handing out ----------------------------------------------------------
+
+    def _update_accepting(self) -> None:
+        want = (
+            self.stopping is None
+            and not self.paused
+            and not self.waiting
+            and time.monotonic() >= self.accept_backoff_until
+            and self.dispatcher.can_accept()
+        )
+        self._set_accepting(want)
+
+    def _set_accepting(self, want: bool) -> None:
+        if want == self.accepting:
+            return
+        self.accepting = want
+        for sock in self.config.listeners:
+            if want:
+                self.selector.register(sock, selectors.EVENT_READ, self._on_listener)
+            else:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(sock)
+
+    def _on_listener(self, listener: socket.socket) -> None:
+        accepted = []
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept: %s; backing off 0.5 s", exc)
+                    self.accept_backoff_until = time.monotonic() + 0.5
+                    self._set_accepting(False)
+                break
+            accepted.append(sock)
+        self.waiting.extend(accepted)
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self.waiting:
+            batches, left = self.dispatcher.assign(self.waiting)
+            self.waiting = left
+            if not batches:
+                return
+            for pid, batch_id, socks in batches:
+                worker = self.workers[pid]  # type: ignore[index]
+                try:
+                    fdpass.send(worker.channel, wire.batch(batch_id), [s.fileno() for s in socks])
+                except OSError:  # full (EAGAIN) or dying: someone else takes these
+                    self.waiting.extend(self.dispatcher.send_failed(pid, batch_id))
+
+
+def _status(code: int) -> str:
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+def _names(listeners: list[socket.socket]) -> list[str]:
+    from prefork.sockets import localname
+
+    out = []
+    for sock in listeners:
+        name = localname(sock)
+        if name[0] == socket.AF_UNIX:
+            out.append(f"unix:{name[1]}")
+        elif name[0] == socket.AF_INET6:
+            out.append(f"[{name[1]}]:{name[2]}")
+        elif len(name) == 3:
+            out.append(f"{name[1]}:{name[2]}")
+    return out
+
+
+def run(config: MasterConfig) -> int:
+    """Run a master until it stops; returns its exit status."""
+    try:
+        return Master(config).run()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sys.stdout.flush()

@@ -1,0 +1,103 @@
+"""Master <-> worker messages.
+
+Two channels per worker::
+
+    master                                         worker
+      |== channel: SOCK_SEQPACKET socketpair ========|   one message = one datagram
+      |   down:  BATCH  'B' u32 batch_id  + SCM_RIGHTS fds (the connections)
+      |   up:    READY  'R'                       worker's server is up, send work
+      |          ACK    'A' u32 batch_id          batch taken: master closes its copies
+      |          CLOSED 'C' u32 count             that many connections finished
+      |          BEAT   'H' u64 requests u32 open heartbeat from the event loop, with stats
+      |          ERROR  'E' utf-8 text            boot failed (e.g. the app cannot import)
+      |
+      |-- control: pipe, master -> worker ------------>|   one command per line
+          pause | resume | close | reopen-logs          EOF: the master is gone
+
+Integers are big-endian. SEQPACKET keeps message boundaries and delivers the fds with their
+message, so nothing here parses a byte stream; the control pipe is a byte stream of lines.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+BATCH = b"B"
+READY = b"R"
+ACK = b"A"
+CLOSED = b"C"
+BEAT = b"H"
+ERROR = b"E"
+
+COMMANDS = ("pause", "resume", "close", "reopen-logs")
+
+_U32 = struct.Struct(">I")
+_BEAT = struct.Struct(">QI")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded upward (or BATCH) message: ``kind`` and its fields."""
+
+    kind: bytes
+    number: int = 0
+    requests: int = 0
+    text: str = ""
+
+
+def batch(batch_id: int) -> bytes:
+    return BATCH + _U32.pack(batch_id)
+
+
+def ack(batch_id: int) -> bytes:
+    return ACK + _U32.pack(batch_id)
+
+
+def closed(count: int) -> bytes:
+    return CLOSED + _U32.pack(count)
+
+
+def beat(requests: int, open_connections: int) -> bytes:
+    return BEAT + _BEAT.pack(requests, open_connections)
+
+
+def error(text: str) -> bytes:
+    return ERROR + text.encode("utf-8", "replace")[:4000]
+
+
+def decode(data: bytes) -> Message:
+    """Decode one channel message.
+
+    Raises:
+        ValueError: unknown kind or wrong length (a protocol bug; the sender is killed).
+    """
+    kind = data[:1]
+    body = data[1:]
+    try:
+        if kind in (BATCH, ACK, CLOSED):
+            return Message(kind, _U32.unpack(body)[0])
+        if kind == BEAT:
+            requests, open_connections = _BEAT.unpack(body)
+            return Message(kind, open_connections, requests)
+        if kind == READY and not body:
+            return Message(kind)
+        if kind == ERROR:
+            return Message(kind, text=body.decode("utf-8", "replace"))
+    except struct.error:
+        pass
+    raise ValueError(f"bad channel message {data[:16]!r}")
+
+
+def command(name: str) -> bytes:
+    """Encode a control-pipe command line."""
+    if name not in COMMANDS:
+        raise ValueError(f"unknown command {name!r}")
+    return name.encode("ascii") + b"\n"
+
+
+def split_commands(buffer: bytes) -> tuple[list[str], bytes]:
+    """Split complete lines off ``buffer``: ``(commands, rest)``; unknown lines are dropped."""
+    *lines, rest = buffer.split(b"\n")
+    names = [line.decode("ascii", "replace") for line in lines]
+    return [n for n in names if n in COMMANDS], rest

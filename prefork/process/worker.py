@@ -1,0 +1,262 @@
+"""A worker: a prefork Server fed with connections by the master over a channel.
+
+The worker never accepts. Batches of sockets arrive on its channel (``wire.BATCH`` with
+SCM_RIGHTS); each goes to ``server.add_socket`` and the batch is acknowledged at once, from the
+event loop, so a worker stuck in CPU work shows up to the master as an unacknowledged batch.
+Finished connections are reported (``wire.CLOSED``, coalesced per loop iteration) and a
+heartbeat with statistics leaves every ``heartbeat`` seconds. Commands (``pause``, ``resume``,
+``close``, ``reopen-logs``) come on the control pipe; EOF on it means the master is gone, and
+the worker drains and exits: no orphans.
+
+Signals: TERM closes gracefully (like the ``close`` command), INT and QUIT exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import prefork.server
+from prefork import logs
+from prefork.process import fdpass, wire
+
+log = logging.getLogger("prefork.worker")
+
+WORKER_BOOT_ERROR = 3  # exit status: the app could not be loaded; the master must not respawn
+
+
+class Worker:
+    """Serve what a master hands over ``channel``; obey commands from ``control``.
+
+    Args:
+        onstream: the application, ``async def onstream(server, stream)``.
+        channel: this worker's end of the SOCK_SEQPACKET channel.
+        control: read end of the control pipe (fd), or None.
+        server_options: options for ``prefork.server.new`` (no ``socket``, ``onstream``, ``cq``).
+        heartbeat: seconds between heartbeats.
+        access_log: log each request in the combined format to ``prefork.access``.
+    """
+
+    def __init__(
+        self,
+        onstream: Callable[..., Any],
+        channel: socket.socket,
+        control: int | None = None,
+        *,
+        server_options: dict[str, Any] | None = None,
+        heartbeat: float = 1.0,
+        access_log: bool = False,
+    ) -> None:
+        self.onstream = _with_access_log(onstream) if access_log else onstream
+        self.channel = channel
+        self.control = control
+        self.server_options = dict(server_options or {})
+        self.heartbeat = heartbeat
+        self.server: prefork.server.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed_count = 0
+        self._report_scheduled = False
+        self._outbox: deque[bytes] = deque()
+        self._control_buf = b""
+        self._beat: asyncio.TimerHandle | None = None
+
+    def run(self) -> None:
+        """Serve on a new event loop until closed (blocking)."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.serve())
+        finally:
+            loop.close()
+
+    async def serve(self) -> None:
+        """Serve on the running loop until closed (for workers embedded in asyncio programs)."""
+        loop = self._loop = asyncio.get_running_loop()
+        server = self.server = prefork.server.new(
+            cq=loop, onstream=self.onstream, **self.server_options
+        )
+        server.on_socket_done = self._socket_done
+        self.channel.setblocking(False)
+        loop.add_reader(self.channel.fileno(), self._on_channel)
+        if self.control is not None:
+            os.set_blocking(self.control, False)
+            loop.add_reader(self.control, self._on_control)
+        self._send(wire.READY)
+        self._beat = loop.call_later(self.heartbeat, self._send_beat)
+        try:
+            await server.serve()
+        finally:
+            self._flush_closed()
+            loop.remove_reader(self.channel.fileno())
+            if self.control is not None:
+                loop.remove_reader(self.control)
+            if self._beat is not None:
+                self._beat.cancel()
+
+    def install_signal_handlers(self) -> None:
+        """TERM: graceful close; INT, QUIT: exit now."""
+        loop = self._loop or asyncio.get_event_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.close)
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, _exit_now)
+
+    def close(self) -> None:
+        """Take what is already on the channel, then stop: live requests finish first."""
+        if self.server is None:
+            return
+        self._on_channel()
+        self.server.close()
+
+    # -- the channel ---------------------------------------------------------------------------
+
+    def _on_channel(self) -> None:
+        server = self.server
+        assert server is not None
+        while True:
+            try:
+                data, fds = fdpass.receive(self.channel)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data and not fds:  # the master is gone
+                self._loop.remove_reader(self.channel.fileno())  # type: ignore[union-attr]
+                server.close()
+                return
+            message = wire.decode(data)
+            if message.kind != wire.BATCH:
+                continue
+            for fd in fds:
+                server.add_socket(socket.socket(fileno=fd))
+            self._send(wire.ack(message.number))
+
+    def _socket_done(self) -> None:
+        self._closed_count += 1
+        if not self._report_scheduled:
+            self._report_scheduled = True
+            self._loop.call_soon(self._flush_closed)  # type: ignore[union-attr]
+
+    def _flush_closed(self) -> None:
+        self._report_scheduled = False
+        if self._closed_count:
+            count, self._closed_count = self._closed_count, 0
+            self._send(wire.closed(count))
+
+    def _send_beat(self) -> None:
+        server = self.server
+        if server is None:
+            return
+        self._send(wire.beat(server.requests, len(server._connections)))
+        self._beat = self._loop.call_later(self.heartbeat, self._send_beat)  # type: ignore[union-attr]
+
+    def _send(self, message: bytes) -> None:
+        if self._outbox:
+            self._outbox.append(message)
+            return
+        try:
+            self.channel.send(message)
+        except BlockingIOError:
+            self._outbox.append(message)
+            self._loop.add_writer(self.channel.fileno(), self._flush_outbox)  # type: ignore[union-attr]
+        except OSError:
+            pass  # the master is gone; the channel's EOF will close us
+
+    def _flush_outbox(self) -> None:
+        while self._outbox:
+            try:
+                self.channel.send(self._outbox[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                self._outbox.clear()
+                break
+            self._outbox.popleft()
+        self._loop.remove_writer(self.channel.fileno())  # type: ignore[union-attr]
+
+    # -- the control pipe ------------------------------------------------------------------------
+
+    def _on_control(self) -> None:
+        assert self.control is not None and self.server is not None
+        try:
+            data = os.read(self.control, 4096)
+        except BlockingIOError:
+            return
+        if not data:  # EOF: the master died; finish what we have and exit
+            self._loop.remove_reader(self.control)  # type: ignore[union-attr]
+            self.close()
+            return
+        commands, self._control_buf = wire.split_commands(self._control_buf + data)
+        for name in commands:
+            if name == "close":
+                self.close()
+            elif name == "pause":
+                self.server.pause()
+            elif name == "resume":
+                self.server.resume()
+            elif name == "reopen-logs":
+                logs.reopen()
+
+
+def _exit_now() -> None:
+    logging.shutdown()
+    os._exit(0)
+
+
+def _with_access_log(onstream: Callable[..., Any]) -> Callable[..., Any]:
+    async def logged(server: Any, stream: Any) -> None:
+        try:
+            await onstream(server, stream)
+        except BaseException:
+            if stream.status is None:
+                stream.status = 500
+            raise
+        finally:
+            headers = stream._info.headers
+            logs.ACCESS.info(logs.access_line(stream, headers))
+
+    return logged
+
+
+def child_main(
+    app: str | Callable[..., Any],
+    channel: socket.socket,
+    control: int,
+    server_options: dict[str, Any],
+    heartbeat: float,
+    access_log: bool,
+) -> int:
+    """The body of a forked worker process; returns its exit status."""
+    from prefork.app import AppError, load
+
+    try:
+        onstream = load(app) if isinstance(app, str) else app
+    except AppError as exc:
+        with contextlib.suppress(OSError):
+            channel.setblocking(True)
+            channel.send(wire.error(str(exc)))
+        print(f"prefork worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+        return WORKER_BOOT_ERROR
+    worker = Worker(
+        onstream,
+        channel,
+        control,
+        server_options=server_options,
+        heartbeat=heartbeat,
+        access_log=access_log,
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker._loop = loop
+    worker.install_signal_handlers()
+    try:
+        loop.run_until_complete(worker.serve())
+    finally:
+        loop.close()
+    return 0
