@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "access_log": None,
     "error_log": "-",
     "preload": False,
+    "dispatch": "balanced",
 }
 
 

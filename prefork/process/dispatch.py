@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 Conn = TypeVar("Conn")
+POLICIES = ("balanced", "round-robin")
 
 
 @dataclass
@@ -43,10 +44,15 @@ class Dispatcher(Generic[Conn]):
 
     Args:
         per_worker: most outstanding connections one worker may have (its ``max_concurrent``).
+        policy: ``"balanced"`` (the policy above) or ``"round-robin"`` (each eligible worker in
+            turn, blind to load: kept to measure what the balanced policy buys).
     """
 
-    def __init__(self, per_worker: float = math.inf) -> None:
+    def __init__(self, per_worker: float = math.inf, policy: str = "balanced") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"dispatch policy must be one of {POLICIES}, got {policy!r}")
         self.per_worker = per_worker
+        self.balanced = policy == "balanced"
         self.slots: dict[Hashable, Slot[Conn]] = {}
         self.generation = 0
         self._order: list[Hashable] = []
@@ -132,7 +138,7 @@ class Dispatcher(Generic[Conn]):
             slot = self.slots[key]
             if not self.eligible(slot):
                 continue
-            rank = (slot.busy, slot.outstanding, offset)
+            rank = (slot.busy, slot.outstanding, offset) if self.balanced else (False, 0, offset)
             if best_rank is None or rank < best_rank:
                 best, best_rank = key, rank
         if best is not None:

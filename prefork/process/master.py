@@ -62,6 +62,7 @@ class MasterConfig:
     graceful_timeout: float = 30.0
     access_log: bool = False
     unix_paths: list[str] = field(default_factory=list)
+    dispatch: str = "balanced"
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Master:
         self.target = config.workers
         self.workers: dict[int, WorkerProcess] = {}
         per_worker = config.server_options.get("max_concurrent", float("inf"))
-        self.dispatcher: Dispatcher[socket.socket] = Dispatcher(per_worker)
+        self.dispatcher: Dispatcher[socket.socket] = Dispatcher(per_worker, config.dispatch)
         self.waiting: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
         self.signals: list[int] = []
