@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backlog", type=int, metavar="N", help="listen backlog (default 2048)")
     m = p.add_argument_group("master")
     m.add_argument(
+        "--dispatch",
+        choices=["balanced", "round-robin"],
+        help="how connections are shared: balanced (least outstanding, busy workers last; "
+        "default) or round-robin (blind to load, for comparison)",
+    )
+    m.add_argument(
         "-t",
         "--timeout",
         type=float,
@@ -340,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                     graceful_timeout=float(s["graceful_timeout"]),
                     access_log=s["access_log"] is not None,
                     unix_paths=paths,
+                    dispatch=s["dispatch"],
                 )
             )
     except (RuntimeError, OSError) as exc:
