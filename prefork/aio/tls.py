@@ -1,0 +1,331 @@
+"""TLS on asyncio: a protocol that owns the TCP transport and gives the HTTP layer plaintext.
+
+:class:`TLSProtocol` runs the handshake of a :class:`~prefork.protocol.tls.TLSSession` under
+the connection's set-up deadline, then makes the application protocol (an ``H1Connection``;
+later HTTP/2, chosen by ALPN) and hands it a :class:`TLSTransport`, which looks to it like the
+TCP transport: ``write`` encrypts, ``close`` sends close_notify, ``pause_reading`` stops the
+socket. Everything that can go wrong with a peer (a bad ClientHello, a bad record, a handshake
+that never finishes, a reset) ends in one place, the connection closing, and is not reported:
+a bad peer is not an error of the server (DESIGN.md section 2; STYLE.md rule 4).
+
+asyncio's own ``loop.start_tls`` is not used: it needs an ``ssl.SSLContext``, and the seed's
+``ctx`` is a pyOpenSSL context (what ``stream.checktls()`` returns is that connection).
+
+:class:`SetupProtocol` is the part shared with the ``tls=None`` sniff (``prefork.aio.setup``):
+while a connection is being set up it is counted by the server (``max_concurrent``,
+``close()``), and one timer closes it at the set-up deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import SSL
+
+from prefork.protocol.tls import TLSError, TLSSession
+
+if TYPE_CHECKING:
+    from prefork.server import Server
+
+#: Makes the application protocol once the handshake is done (given the TLS connection).
+AppFactory = Callable[[SSL.Connection], asyncio.Protocol]
+
+
+class SetupProtocol(asyncio.Protocol):
+    """A connection not yet serving HTTP: tracked by the server, closed at its deadline."""
+
+    def __init__(self, server: Server, deadline: float | None = None) -> None:
+        self.server = server
+        self.loop = server._get_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.deadline = deadline
+        self._timer: asyncio.TimerHandle | None = None
+        self._tracked = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.deadline is None:
+            timeout = self.server._options.connection_setup_timeout
+            if not math.isinf(timeout):
+                self.deadline = self.loop.time() + timeout
+        if self.deadline is not None:
+            self._timer = self.loop.call_at(self.deadline, self._expired)
+        self._tracked = True
+        _track(self.server, self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._setup_done()
+
+    def _setup_done(self) -> None:
+        """Set-up is over (served, handed on or closed): stop the timer and the count."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._tracked:
+            self._tracked = False
+            _untrack(self.server, self)
+
+    def _expired(self) -> None:
+        # A client that does not finish set-up in time is dropped without a word: there is
+        # no protocol yet in which to say anything.
+        self._timer = None
+        self.transport.abort()
+
+    # The server calls these on the connections it tracks (close(), a server already closed).
+    def close_gracefully(self) -> None:
+        """Nothing is in progress that could finish: close at once."""
+        self.transport.abort()
+
+    def close(self) -> None:
+        """Close at once."""
+        self.transport.abort()
+
+
+def _track(server: Server, conn: Any) -> None:
+    # The server keeps a set of connections it can close and count; ours join it while
+    # they set up, and the application protocol takes their place once it starts.
+    server._connection_made(conn)
+
+
+def _untrack(server: Server, conn: Any) -> None:
+    server._connection_lost(conn)
+
+
+class TLSProtocol(SetupProtocol):
+    """Server side of a TLS connection over the TCP transport (see the module docstring)."""
+
+    def __init__(
+        self,
+        server: Server,
+        ctx: SSL.Context,
+        app_factory: AppFactory,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(server, deadline)
+        self.session = TLSSession(ctx)
+        self.app: asyncio.Protocol | None = None
+        self._app_factory = app_factory
+        self._app_transport: TLSTransport | None = None
+        self._reading = True  # the application wants data
+        self._stashed = False  # ciphertext waits in the BIO while the application is paused
+        self._eof = False  # TCP EOF or close_notify seen
+        self._eof_told = False
+        self._closing = False  # close_notify sent or closed: incoming data is dropped
+        self._closed = False  # close() or abort() called
+
+    def __repr__(self) -> str:
+        return f"<prefork.TLSProtocol established={self.session.established} app={self.app!r}>"
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # after close_notify or close: the peer's leftovers are of no use
+        self.session.receive_data(data)
+        if self._reading:
+            self._process()
+        else:
+            self._stashed = True
+
+    def eof_received(self) -> bool:
+        if self.app is None or self._closing:
+            return False  # the transport closes
+        self._eof = True
+        if self._stashed:
+            return True  # told once the stashed plaintext is delivered
+        return self._tell_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self.app is None:
+            self._setup_done()
+        else:
+            self.app.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        session = self.session
+        try:
+            plaintext = session.read()
+        except TLSError:
+            self._fail()
+            return
+        app = self.app
+        if app is None:
+            self._flush()  # the next handshake flight
+            if not session.established:
+                return
+            app = self._start_app()
+            if self._closing:
+                return
+        if plaintext:
+            app.data_received(plaintext)
+        if session.peer_closed and not self._eof:
+            self._eof = True
+            if not self._tell_eof():
+                self._close()
+
+    def _start_app(self) -> asyncio.Protocol:
+        """The handshake is done: the application takes over (and the server's count)."""
+        app = self.app = self._app_factory(self.session.connection)
+        self._app_transport = TLSTransport(self)
+        app.connection_made(self._app_transport)
+        self._setup_done()
+        return app
+
+    def _tell_eof(self) -> bool:
+        if self._eof_told or self.app is None:
+            return True
+        self._eof_told = True
+        return bool(self.app.eof_received())
+
+    def _fail(self) -> None:
+        # Send the alert OpenSSL queued (it tells the peer why), then close.
+        self._flush()
+        self._closing = self._closed = True
+        self.transport.close()
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self.transport.resume_reading()
+            if self._stashed:
+                # Later, as asyncio transports do: the caller may be in the middle of its own
+                # processing and must not be re-entered.
+                self.loop.call_soon(self._deliver_stash)
+
+    def _deliver_stash(self) -> None:
+        if self._stashed and self._reading and not self._closing:
+            self._stashed = False
+            self._process()
+            if self._eof and not self._closing and not self._tell_eof():
+                self._close()
+
+    # -- writing (for TLSTransport) ------------------------------------------------------------
+
+    def _flush(self, hint: int = 0) -> None:
+        data = self.session.data_to_send(hint)
+        if data:
+            self.transport.write(data)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or not data:
+            return
+        try:
+            self.session.send(data)
+        except TLSError:
+            self._fail()
+            return
+        self.transport.write(self.session.data_to_send(len(data)))
+
+    def _write_eof(self) -> None:
+        """close_notify, then TCP FIN; reading goes on until the peer closes (a lingering close)."""
+        if self._closing:
+            return
+        self._closing = True
+        self.session.shutdown()
+        self._flush()
+        self.transport.write_eof()
+
+    def _close(self) -> None:
+        """close_notify, flush, close: the peer learns the data was complete (RFC 8446 6.1)."""
+        self._closed = True
+        if not self._closing:
+            self._closing = True
+            self.session.shutdown()
+            self._flush()
+        self.transport.close()
+
+    def _abort(self) -> None:
+        self._closing = self._closed = True
+        self.transport.abort()
+
+    def close_gracefully(self) -> None:
+        """During the handshake the server may drop us; afterwards the app is asked instead."""
+        self._abort()
+
+    def close(self) -> None:
+        """Close at once (called by the server during the handshake)."""
+        self._abort()
+
+
+class TLSTransport(asyncio.Transport):
+    """The transport the application protocol sees: plaintext in, plaintext out.
+
+    It forwards to its :class:`TLSProtocol`; flow control and extra info are the TCP
+    transport's (buffer sizes then count ciphertext, close enough for a high-water mark).
+    """
+
+    __slots__ = ("_tls",)
+
+    def __init__(self, tls: TLSProtocol) -> None:
+        super().__init__({"ssl_object": tls.session.connection})
+        self._tls = tls
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._tls._write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        # One send: fewer, fuller TLS records.
+        self._tls._write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        self._tls._write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._tls._close()
+
+    def abort(self) -> None:
+        self._tls._abort()
+
+    def is_closing(self) -> bool:
+        return self._tls._closed or self._tls.transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._tls._pause_reading()
+
+    def resume_reading(self) -> None:
+        self._tls._resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._tls._reading and not self.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self._tls.session.connection
+        return self._tls.transport.get_extra_info(name, default)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._tls.transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._tls.transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._tls.transport.get_write_buffer_limits()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._tls.app = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._tls.app  # type: ignore[return-value]
