@@ -210,6 +210,12 @@ class Master:
         logs.reopen()
         self.broadcast("reopen-logs")
 
+    def handle_hup(self) -> None:
+        """Reserved for hot reload (issue #5): ignored, so that HUP does not kill the master."""
+        log.warning("SIGHUP: hot reload is not available in this version; ignored")
+
+    handle_usr2 = handle_winch = handle_hup
+
     def handle_chld(self) -> None:
         """Nothing to do here: every turn reaps."""
 
