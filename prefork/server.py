@@ -75,6 +75,7 @@ class Server:
         self._listening = False
         self._accepting = False
         self._paused = False
+        self._backoff = False
         self._closed = False
         self._finished = False
         self._connections: set[H1Connection] = set()
@@ -158,7 +159,7 @@ class Server:
         want = (
             self._listening
             and self._socket is not None
-            and not (self._paused or self._closed)
+            and not (self._paused or self._closed or self._backoff)
             and len(self._connections) + self._opening < self._options.max_concurrent
         )
         if want == self._accepting:
@@ -190,14 +191,15 @@ class Server:
         if exc.errno in _RESOURCE_ERRNOS:
             # Out of descriptors or memory: retrying at once would spin; back off briefly.
             log.warning("accept failed (%s); pausing accept for 0.5 s", exc)
-            self.pause()
-            self._get_loop().call_later(0.5, self._resume_after_backoff)
+            self._backoff = True
+            self._update_accepting()
+            self._get_loop().call_later(0.5, self._end_backoff)
             return
         self._report(self._socket, "accept", exc)
 
-    def _resume_after_backoff(self) -> None:
-        if self._paused:
-            self.resume()
+    def _end_backoff(self) -> None:
+        self._backoff = False
+        self._update_accepting()
 
     def add_socket(self, sock: socket.socket) -> bool:
         """Serve a connected socket from anywhere (the master, inetd, ``socketpair()``).

@@ -283,7 +283,10 @@ def test_close_is_graceful(serve):
         idle.sendall(b"")  # connected, no request: idle
         busy.sendall(request())
         # wait until the busy request is inside the handler
-        wait_until(lambda: running.call(lambda: running.server._tasks), what="the handler")
+        def in_handler():
+            return any(c._stream for c in running.server._connections)
+
+        wait_until(lambda: running.call(in_handler), what="the handler")
         running.call(running.server.close)
         assert idle.recv(4096) == b"", "idle connection closed at once"
         release.set()

@@ -20,6 +20,7 @@ import asyncio
 import math
 import os
 import socket
+import stat
 from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -40,11 +41,12 @@ LINGER = 2.0
 SETUP, OPEN, LINGERING, CLOSED, TAKEN = range(5)
 
 
-def _error_response(status: int, version: float, date: str) -> bytes:
+def _error_response(status: int, version: float, date: str, method: bytes = b"GET") -> bytes:
     body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
-    framer = http1.ResponseFramer(b"GET", 1.1, False, version)
+    framer = http1.ResponseFramer(method, 1.1, False, version)
     fields = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
-    return framer.head(status, fields, True, date) + body
+    head = framer.head(status, fields, True, date)
+    return head if framer.mode == http1.NO_BODY else head + body
 
 
 class H1Connection(asyncio.Protocol):
@@ -92,8 +94,8 @@ class H1Connection(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool:
-        if self._state == LINGERING:
-            return False  # transport closes
+        if self._state in (LINGERING, SETUP):
+            return False  # transport closes: lingering done, or a client that sent nothing
         self._peer_eof = True
         self._parser.receive_data(b"")
         self._pump()
@@ -132,7 +134,11 @@ class H1Connection(asyncio.Protocol):
                         if parser.pending > PIPELINE_LIMIT:
                             self._pause_reading()
                         return
-                    if stream._buffered >= HIGH_WATER and not stream._want_all:
+                    if (
+                        stream._buffered >= HIGH_WATER
+                        and not stream._want_all
+                        and not stream._discarding
+                    ):
                         self._pause_reading()
                         return
                 event = parser.next_event()
@@ -152,6 +158,9 @@ class H1Connection(asyncio.Protocol):
                     return
         except ProtocolError as exc:
             self._on_protocol_error(exc)
+        except Exception as exc:  # a bug of ours: drop this connection, report, keep serving
+            self.transport.abort()
+            self.server._report(self, "get_next_incoming_stream", exc)
 
     def _on_request(self, event: http1.Request) -> None:
         self._deadline = None  # the handler's time is its own
@@ -164,6 +173,8 @@ class H1Connection(asyncio.Protocol):
         if stream is None:
             self._write(_error_response(exc.status, self.version, self.server._date()))
             self._close_after_response()
+        elif stream._response_done:  # bad bytes while draining an unread body
+            self.transport.close()
         elif self._peer_eof:
             stream._fail(ConnectionResetError("client closed the connection mid-request"))
         else:
@@ -184,7 +195,9 @@ class H1Connection(asyncio.Protocol):
     # -- the request/response cycle ----------------------------------------------------------
 
     def _response_complete(self, stream: H1Stream, keep_alive: bool) -> None:
-        if not keep_alive or self._closing or self._peer_eof or stream._read_error is not None:
+        # After the client's EOF, requests it pipelined before it are still answered: the next
+        # cycle finds them, or ConnectionClosed.
+        if not keep_alive or self._closing or stream._read_error is not None:
             self._close_after_response()
         elif stream._body_done:
             self._next_cycle()
@@ -194,6 +207,7 @@ class H1Connection(asyncio.Protocol):
             # up to DRAIN_LIMIT within intra_stream_timeout, so the connection can be reused.
             stream._discarding = True
             stream._chunks.clear()
+            stream._buffered = 0
             self._arm(self.server._options.intra_stream_timeout)
             self._resume_reading()
             self._pump()
@@ -384,7 +398,7 @@ class H1Stream(Stream):
         if self._discarding:
             self._buffered += len(data)
             if self._buffered > DRAIN_LIMIT:
-                self.connection.transport.close()
+                self.connection._close_after_response()
             return
         self._chunks.append(bytes(data))
         self._buffered += len(data)
@@ -463,7 +477,12 @@ class H1Stream(Stream):
     def _send_continue(self) -> None:
         # RFC 9110 section 10.1.1: the client waits for 100 before sending the body; reading
         # the body is the handler saying "go on".
-        if self._info.expects_continue and not self._continue_sent and self._framer is None:
+        if (
+            self._info.expects_continue
+            and not self._continue_sent
+            and self._framer is None
+            and self.connection.version == 1.1  # HTTP/1.0 has no 1xx
+        ):
             self._continue_sent = True
             self.connection._write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -496,7 +515,8 @@ class H1Stream(Stream):
         status = _status(headers)
         info = self._info
         if status < 200:
-            if self.peer_version >= 1.1:  # RFC 9110 section 15.2: never 1xx to HTTP/1.0
+            # RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client, none from a 1.0 server
+            if self.peer_version >= 1.1 and conn.version == 1.1:
                 if status == 100:
                     self._continue_sent = True
                 interim = http1.ResponseFramer(info.method, info.version, True, conn.version)
@@ -564,9 +584,11 @@ class H1Stream(Stream):
             await super().write_body_from_file(file, count, timeout)
             return
         try:
-            fd = file.fileno()
             offset = file.tell()
-            size = os.fstat(fd).st_size - offset
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):  # a pipe or /proc file has no usable size
+                raise ValueError("not a regular file")
+            size = info.st_size - offset
         except (AttributeError, OSError, ValueError):
             await super().write_body_from_file(file, count, timeout)
             return
@@ -620,7 +642,8 @@ class H1Stream(Stream):
             self._framer = http1.ResponseFramer(b"GET", 1.1, False, conn.version)
             self.status = status
             self._pending = b""
-            self._complete(_error_response(status, conn.version, conn.server._date()))
+            date = conn.server._date()
+            self._complete(_error_response(status, conn.version, date, self._info.method))
         else:
             self._flush()
             conn.close()

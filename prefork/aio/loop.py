@@ -4,9 +4,10 @@ lua-http's ``pollfd``/``events``/``timeout``/``step`` let another main loop wait
 asyncio has the pieces: a selector loop built on an explicit epoll selector has one pollable fd
 (readable when any registered socket is), and ``loop.stop(); loop.run_forever()`` runs exactly
 one iteration with public API. What asyncio does not expose is "how long until the next
-callback is due"; :func:`next_timeout` reads it from ``BaseEventLoop``'s ``_ready`` and
-``_scheduled`` lists, the one place in prefork that relies on CPython internals. For a loop
-without them it answers 0 (poll again soon), which is always safe.
+callback is due" nor the selector: :func:`next_timeout` reads ``BaseEventLoop``'s ``_ready``
+and ``_scheduled`` lists and :func:`pollfd` its ``_selector``: this module is the one place in
+prefork that relies on CPython internals. For a loop without them the answers stay safe
+(timeout 0: poll again soon; no pollfd).
 """
 
 from __future__ import annotations

@@ -360,7 +360,8 @@ def describe_request(event: h11.Request, scheme: str) -> RequestInfo:
     else:
         append(":path", target, False)
         append(":scheme", scheme, False)
-    version = 1.1 if event.http_version == b"1.1" else 1.0
+    # RFC 9110 section 2.5: a higher 1.x minor version is served as 1.1
+    version = 1.0 if event.http_version == b"1.0" else 1.1
     connection = b""
     expect = b""
     for raw_name, value in event.headers.raw_items():  # 2x faster than iterating headers
@@ -437,7 +438,7 @@ class ResponseFramer:
     ) -> None:
         self.method = method
         self.peer_version = peer_version
-        self.version = min(version, peer_version) if version == 1.0 else version
+        self.version = version
         self.keep_alive = keep_alive
         self.mode = NO_BODY
         self.remaining = 0
@@ -505,7 +506,7 @@ class ResponseFramer:
         if not self.keep_alive:
             if not says_close:
                 out.append("connection: close\r\n")
-        elif self.peer_version == 1.0:
+        elif self.version == 1.0 or self.peer_version == 1.0:
             out.append("connection: keep-alive\r\n")  # RFC 9112 section 9.3: 1.0 opts in
         out.append("\r\n")
         try:
