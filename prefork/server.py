@@ -324,12 +324,7 @@ class Server:
 
     def empty(self) -> bool:
         """True when the listening socket (if any) and every connection have been closed."""
-        return (
-            (self._closed or self._socket is None)
-            and not self._connections
-            and not self._tasks
-            and not self._opening
-        )
+        return (self._closed or self._socket is None) and self.empty_of_work()
 
     def _finish(self) -> None:
         # Close the loop we made once nothing can use it any more.
@@ -399,6 +394,23 @@ class Server:
         self._raise_error()
         self._finish()
 
+    def _adopt(self, running: asyncio.AbstractEventLoop) -> None:
+        # listen()/pollfd() before serve() made a private loop; nothing ran on it yet, so the
+        # listener moves to the running loop instead of failing.
+        old = self._loop
+        if not self._own_loop or old is None or old.is_running() or not self.empty_of_work():
+            raise RuntimeError("this server runs on another event loop (its cq)")
+        if self._accepting:
+            old.remove_reader(self._socket)  # type: ignore[arg-type]
+            self._accepting = False
+        old.close()
+        self._loop, self._own_loop = running, False
+        self._update_accepting()
+
+    def empty_of_work(self) -> bool:
+        """True when no connection, socket being set up or handler task exists."""
+        return not (self._connections or self._tasks or self._opening)
+
     async def serve(self) -> None:
         """Serve on the running asyncio loop until :meth:`close` and the last connection ends.
 
@@ -413,7 +425,7 @@ class Server:
         if self._loop is None:
             self._loop = running
         elif self._loop is not running:
-            raise RuntimeError("this server runs on another event loop (its cq)")
+            self._adopt(running)
         self.listen()
         try:
             while not (self._closed and self.empty()) and self._error is None:
@@ -441,12 +453,24 @@ def _unlink_socket(path: str) -> None:
 
 
 def _bind_within(opts: ListenOptions, backlog: int, timeout: float | None) -> socket.socket:
+    """Bind, giving name resolution (getaddrinfo cannot time out) at most ``timeout`` seconds."""
     if timeout is None or opts.path is not None:
         return sockets.bind(opts, backlog)
     import concurrent.futures
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(sockets.bind, opts, backlog).result(timeout)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(sockets.bind, opts, backlog)
+    pool.shutdown(wait=False)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.add_done_callback(_close_late_socket)
+        raise TimeoutError(f"binding {opts.host!r} took longer than {timeout} s") from None
+
+
+def _close_late_socket(future: Any) -> None:
+    if future.exception() is None:
+        future.result().close()
 
 
 def new(**options: Any) -> Server:

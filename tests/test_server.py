@@ -598,3 +598,29 @@ def test_unread_body_back_pressures_then_arrives_whole(serve):
         response = sock.recv(65536)
     assert response.startswith(b"HTTP/1.1 200 ")
     assert response.endswith(str(size).encode() + b"\r\n0\r\n\r\n")
+
+
+def test_serve_after_listen_adopts_the_running_loop():
+    server = prefork.server.listen(host="127.0.0.1", port=0, tls=False, onstream=hello)
+    server.listen()  # bound first, to learn the port: made a private loop
+    _, host, port = server.localname()
+
+    async def main():
+        task = asyncio.create_task(server.serve())
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(request(extra="Connection: close\r\n"))
+        response = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await task
+        return response
+
+    assert run_async(main()).startswith(b"HTTP/1.1 200 ")
+
+
+def test_listen_timeout_bounds_name_resolution():
+    server = prefork.server.listen(host="127.0.0.1", port=0, tls=False, onstream=hello)
+    server.listen(timeout=5)
+    assert server.localname()[2] > 0
+    server.close()
