@@ -266,9 +266,14 @@ class Server:
             conn.close_gracefully()
 
     def _connection_lost(self, conn: H1Connection) -> None:
-        self._connections.discard(conn)
+        """The connection's socket is finished with."""
+        self._untrack(conn)
         if self.on_socket_done is not None:
             self.on_socket_done()
+
+    def _untrack(self, conn: Any) -> None:
+        """Stop counting ``conn`` (a set-up stage handing its socket to the next protocol)."""
+        self._connections.discard(conn)
         self._update_accepting()
         self._check_empty()
 
