@@ -29,7 +29,8 @@ from typing import Any
 from prefork import sockets
 from prefork.aio import loop as aioloop
 from prefork.aio import setup
-from prefork.aio.http1 import H1Connection, H1Stream
+from prefork.aio.h1stream import H1Stream
+from prefork.aio.http1 import H1Connection
 from prefork.errors import ProtocolError
 from prefork.options import ListenOptions, ServerOptions, parse_listen_options, parse_server_options
 

@@ -1,0 +1,335 @@
+"""The HTTP/1 stream: one request and its response on an :class:`~prefork.aio.http1.H1Connection`.
+
+The connection feeds it (``_feed``, ``_feed_end``, ``_fail``, ``_lost``) and the handler reads
+and writes through it; the framing itself is :class:`~prefork.protocol.http1.ResponseFramer`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from prefork.errors import ProtocolError, StreamStateError
+from prefork.headers import Headers
+from prefork.protocol import http1
+from prefork.stream import Stream
+
+if TYPE_CHECKING:
+    from prefork.aio.http1 import H1Connection
+
+DRAIN_LIMIT = 256 * 1024  # unread request body read and dropped to keep a connection
+
+# Connection states (H1Connection._state), ordered: >= CLOSED means no more I/O.
+SETUP, OPEN, LINGERING, CLOSED, TAKEN = range(5)
+
+
+def _error_response(status: int, version: float, date: str, method: bytes = b"GET") -> bytes:
+    body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
+    framer = http1.ResponseFramer(method, 1.1, False, version)
+    fields = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
+    head = framer.head(status, fields, True, date)
+    return head if framer.mode == http1.NO_BODY else head + body
+
+
+class H1Stream(Stream):
+    """One request and its response on an HTTP/1 connection (the contract: docs/stream.md).
+
+    Attributes:
+        status: the final status written (None before the response head), for access logs.
+        bytes_sent: response body bytes written so far.
+    """
+
+    def __init__(self, connection: H1Connection, info: http1.RequestInfo) -> None:
+        super().__init__()
+        self.connection = connection
+        self.peer_version = info.version
+        self._info = info
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._body_done = False
+        self._trailers: Headers | None = None
+        self._read_error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._headers_read = 0
+        self._want_all = False
+        self._discarding = False
+        self._framer: http1.ResponseFramer | None = None
+        self._pending = b""
+        self._continue_sent = False
+        self._response_done = False
+        self._task: asyncio.Task[None] | None = None
+        self.status: int | None = None
+        self.bytes_sent = 0
+
+    def __repr__(self) -> str:
+        h = self._info.headers
+        return f"<prefork.H1Stream {h.get(':method')} {h.get(':path')}>"
+
+    # -- fed by the connection -------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        if self._discarding:
+            self._buffered += len(data)
+            if self._buffered > DRAIN_LIMIT:
+                self.connection._close_after_response()
+            return
+        self._chunks.append(bytes(data))
+        self._buffered += len(data)
+        self._wake()
+
+    def _feed_end(self, trailers: Any) -> None:
+        self._body_done = True
+        if trailers:
+            self._trailers = Headers(
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in trailers
+            )
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._read_error = exc
+        self._wake()
+
+    def _lost(self) -> None:
+        if not self._body_done and self._read_error is None:
+            self._read_error = ConnectionResetError("client closed the connection")
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        waiter = self._waiter = self.connection.loop.create_future()
+        try:
+            if timeout is None:
+                await waiter
+            else:
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            self._waiter = None
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def get_headers(self, timeout: float | None = None) -> Headers | None:
+        """Request headers on the first call; the trailers (None if none) once the body ended."""
+        self._headers_read += 1
+        if self._headers_read == 1:
+            return self._info.headers
+        if self._headers_read > 2:
+            return None
+        self._want_all = True  # the caller skips to the trailers: keep the body for later reads
+        self.connection._resume_reading()
+        self.connection._pump()
+        while not self._body_done:
+            if self._read_error is not None:
+                raise self._read_error
+            self._send_continue()
+            await self._wait(timeout)
+        return self._trailers
+
+    async def _read_chunk(self, timeout: float | None) -> bytes | None:
+        chunks = self._chunks
+        while not chunks:
+            if self._read_error is not None:
+                raise self._read_error
+            if self._body_done:
+                return None
+            self._send_continue()
+            await self._wait(timeout)
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        conn = self.connection
+        if not conn._reading:
+            conn._resume_reading()
+            conn._pump()
+        return data
+
+    def _send_continue(self) -> None:
+        # RFC 9110 section 10.1.1: the client waits for 100 before sending the body; reading
+        # the body is the handler saying "go on".
+        if (
+            self._info.expects_continue
+            and not self._continue_sent
+            and self._framer is None
+            and self.connection.version == 1.1  # HTTP/1.0 has no 1xx
+        ):
+            self._continue_sent = True
+            self.connection._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    async def write_continue(self, timeout: float | None = None) -> None:
+        """Send ``100 Continue`` (once; only to a client that asked for it)."""
+        self._send_continue()
+        await self.connection._wait_writable(timeout)
+
+    async def write_headers(
+        self, headers: Headers, end_stream: bool, timeout: float | None = None
+    ) -> None:
+        """Send the response head; 1xx heads may come first; after the head, trailers.
+
+        Raises:
+            ValueError: missing or bad ``:status``, or a header that cannot be sent.
+            StreamStateError: the response is already complete.
+            BrokenPipeError: the client is gone.
+        """
+        if self._response_done:
+            raise StreamStateError("the response is already complete")
+        conn = self.connection
+        framer = self._framer
+        if framer is not None:
+            if not end_stream:
+                raise StreamStateError("headers after the response head are trailers: end_stream")
+            self._complete(framer.end([f for f in headers.items() if f[0][0] != ":"]))
+            return
+        status = _status(headers)
+        info = self._info
+        if status < 200:
+            # RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client, none from a 1.0 server
+            if self.peer_version >= 1.1 and conn.version == 1.1:
+                if status == 100:
+                    self._continue_sent = True
+                interim = http1.ResponseFramer(info.method, info.version, True, conn.version)
+                conn._write(interim.head(status, headers.items(), False, ""))
+            await conn._wait_writable(timeout)
+            return
+        # A client that asked for 100-continue and did not get it may never send the body:
+        # then the connection cannot be reused (RFC 9110 section 10.1.1).
+        keep_alive = (
+            info.keep_alive
+            and not conn._closing
+            and not (info.expects_continue and not self._continue_sent and not self._body_done)
+        )
+        self.status = status
+        framer = self._framer = http1.ResponseFramer(
+            info.method, info.version, keep_alive, conn.version
+        )
+        head = framer.head(status, headers.items(), end_stream, conn.server._date())
+        if end_stream:
+            self._complete(head + framer.end())
+            return
+        # Hold the head briefly so that a body written in the same step leaves in one send().
+        self._pending = head
+        conn.loop.call_soon(self._flush)
+        if conn._write_paused:
+            await conn._wait_writable(timeout)
+
+    async def write_chunk(
+        self, data: bytes, end_stream: bool, timeout: float | None = None
+    ) -> None:
+        """Send body bytes; ``end_stream`` finishes the response.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            ValueError: more (or, at the end, fewer) bytes than the head's content-length.
+            StreamStateError: no head written yet, or the response is complete.
+            BrokenPipeError: the client is gone.
+        """
+        framer = self._framer
+        if framer is None or self._response_done:
+            raise StreamStateError("write_headers first" if framer is None else "response complete")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"body data must be bytes, not {type(data).__name__}")
+        out = framer.data(data)
+        self.bytes_sent += len(data)
+        if self._pending:
+            out, self._pending = self._pending + out, b""
+        if end_stream:
+            self._complete(out + framer.end())
+            return
+        conn = self.connection
+        conn._write(out)
+        if conn._write_paused:
+            await conn._wait_writable(timeout)
+
+    async def write_body_from_file(
+        self, file: Any, count: int | None = None, timeout: float | None = None
+    ) -> None:
+        """Send ``file`` from its position (``count`` bytes or to its end) and finish.
+
+        Regular files on a plain connection go out with ``sendfile(2)``: no copy through Python.
+        """
+        framer = self._framer
+        if self.connection.tls is not None:  # no sendfile through a TLS layer
+            await super().write_body_from_file(file, count, timeout)
+            return
+        try:
+            offset = file.tell()
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):  # a pipe or /proc file has no usable size
+                raise ValueError("not a regular file")
+            size = info.st_size - offset
+        except (AttributeError, OSError, ValueError):
+            await super().write_body_from_file(file, count, timeout)
+            return
+        if framer is None or self._response_done:
+            raise StreamStateError("write_headers first" if framer is None else "response complete")
+        if count is None:
+            count = size
+        elif count > size:
+            raise EOFError(f"file has {size} bytes left, count is {count}")
+        prefix, suffix = framer.frame_size(count)
+        self.bytes_sent += count
+        conn = self.connection
+        conn._write(self._pending + prefix)
+        self._pending = b""
+        async with asyncio.timeout(timeout):
+            if count and framer.mode != http1.NO_BODY:
+                await conn._sendfile(file, offset, count)
+        file.seek(offset + count)
+        self._complete(suffix + framer.end())
+
+    def _flush(self) -> None:
+        if self._pending and self.connection._state < CLOSED:
+            self.connection._write(self._pending)
+        self._pending = b""
+
+    def _complete(self, data: bytes) -> None:
+        self._response_done = True
+        conn = self.connection
+        conn._write(data)
+        conn._response_complete(self, self._framer.keep_alive)  # type: ignore[union-attr]
+
+    # -- ending -----------------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """End the exchange: 503 if no response was written (the status of a request error,
+        e.g. 400, when reading the request failed); an unfinished response is cut off by
+        closing the connection, since its framing cannot be completed honestly."""
+        self._end(503)
+
+    def _end(self, status: int) -> None:
+        conn = self.connection
+        if self._response_done or conn._state >= CLOSED:
+            return
+        if self._framer is None:
+            error = self._read_error
+            if isinstance(error, ProtocolError):
+                status = error.status
+            elif isinstance(error, OSError):
+                conn.close()
+                return
+            self._framer = http1.ResponseFramer(b"GET", 1.1, False, conn.version)
+            self.status = status
+            self._pending = b""
+            date = conn.server._date()
+            self._complete(_error_response(status, conn.version, date, self._info.method))
+        else:
+            self._flush()
+            conn.close()
+
+
+def _status(headers: Headers) -> int:
+    value = headers.get(":status")
+    if value is None:
+        raise ValueError("response headers need a ':status'")
+    if not (isinstance(value, str) and len(value) == 3 and value.isdigit()):
+        raise ValueError(f"':status' must be a 3-digit string, got {value!r}")
+    return int(value)
