@@ -307,6 +307,27 @@ def drop_privileges(user: str | None, group: str | None) -> None:
         raise RuntimeError(f"cannot switch to user {user!r} / group {group!r}: {exc}") from None
 
 
+def reload_settings(
+    args: dict[str, Any], config_path: str | None, first: dict[str, Any]
+) -> dict[str, Any]:
+    """HUP: read the config file again; the command line still wins. Binds need a restart.
+
+    Raises:
+        UsageError: the new configuration is invalid (the master keeps its workers).
+    """
+    fresh = merge(args, _read_config(config_path) if config_path else {})
+    if fresh["bind"] != first["bind"]:
+        logging.getLogger("prefork.master").warning("reload: bind changes need a restart")
+    if not isinstance(fresh["workers"], int) or fresh["workers"] < 1:
+        raise UsageError(f"workers must be >= 1, got {fresh['workers']!r}")
+    return {
+        "server_options": server_options(fresh),
+        "workers": fresh["workers"],
+        "timeout": float(fresh["timeout"]),
+        "graceful_timeout": float(fresh["graceful_timeout"]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prefork`` command; returns the exit status."""
     parser = build_parser()
@@ -347,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                     access_log=s["access_log"] is not None,
                     unix_paths=paths,
                     dispatch=s["dispatch"],
+                    reload=lambda: reload_settings(args, config_path, s),
                 )
             )
     except (RuntimeError, OSError) as exc:

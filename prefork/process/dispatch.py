@@ -1,8 +1,9 @@
 """Dispatch policy: which worker gets each accepted connection. Pure bookkeeping, no I/O.
 
-Least outstanding connections among the *ready* workers of the current generation, ties broken
-round-robin. Workers report closes, so "outstanding" stays true. A worker with a batch it has
-not acknowledged yet is treated as busy: a blocked event loop cannot ack, and the ack is the
+Least outstanding connections among the *ready* workers of the current generation (older
+generations only while no current one is ready, during a reload), ties broken round-robin.
+Workers report closes, so "outstanding" stays true. A worker with a batch it has not
+acknowledged yet is treated as busy: a blocked event loop cannot ack, and the ack is the
 only signal that tells a worker stuck in CPU work from an idle one (DESIGN.md section 4: on a
 skewed load, close reports alone gave a p99 of 11 ms against 6 ms for a shared accept socket).
 
@@ -82,12 +83,9 @@ class Dispatcher(Generic[Conn]):
         return [conn for batch in slot.unacked.values() for conn in batch]
 
     def eligible(self, slot: Slot[Conn]) -> bool:
+        """Could take a connection now (of any generation: see :meth:`_pick`)."""
         return (
-            slot.ready
-            and not slot.closing
-            and not slot.full
-            and slot.generation == self.generation
-            and slot.outstanding < self.per_worker
+            slot.ready and not slot.closing and not slot.full and slot.outstanding < self.per_worker
         )
 
     def can_accept(self) -> bool:
@@ -132,13 +130,18 @@ class Dispatcher(Generic[Conn]):
         order = self._order
         n = len(order)
         best = None
-        best_rank: tuple[bool, int, int] | None = None
+        best_rank: tuple[bool, int, int, int] | None = None
         for offset in range(n):
             key = order[(self._cursor + offset) % n]
             slot = self.slots[key]
             if not self.eligible(slot):
                 continue
-            rank = (slot.busy, slot.outstanding, offset) if self.balanced else (False, 0, offset)
+            # During a reload the new generation is preferred as soon as one of it is ready;
+            # until then the old one keeps serving.
+            old = slot.generation != self.generation
+            rank = (
+                (old, slot.busy, slot.outstanding, offset) if self.balanced else (old, 0, 0, offset)
+            )
             if best_rank is None or rank < best_rank:
                 best, best_rank = key, rank
         if best is not None:

@@ -63,6 +63,7 @@ class MasterConfig:
     access_log: bool = False
     unix_paths: list[str] = field(default_factory=list)
     dispatch: str = "balanced"
+    reload: Callable[[], dict[str, Any]] | None = None  # HUP: fresh settings (see cli.py)
 
 
 @dataclass
@@ -76,9 +77,11 @@ class WorkerProcess:
     last_seen: float
     ready: bool = False
     closing: bool = False
+    generation: int = 0
     requests: int = 0
     open_connections: int = 0
     killed_at: float | None = None
+    retire_by: float | None = None  # a retiring worker still running then is killed
 
 
 class Master:
@@ -97,6 +100,8 @@ class Master:
         self.paused = False
         self.stopping: float | None = None  # deadline of a stop in progress
         self.exit_status = 0
+        self.reloading: int | None = None  # the generation a reload replaces
+        self._generations = 0
         self.boot_failures = 0
         self.next_spawn = 0.0
         self.accept_backoff_until = 0.0
@@ -211,10 +216,86 @@ class Master:
         self.broadcast("reopen-logs")
 
     def handle_hup(self) -> None:
-        """Reserved for hot reload (issue #5): ignored, so that HUP does not kill the master."""
-        log.warning("SIGHUP: hot reload is not available in this version; ignored")
+        """Hot reload: a new generation of workers, then the old one drains."""
+        self.reload()
 
-    handle_usr2 = handle_winch = handle_hup
+    def handle_usr2(self) -> None:
+        """Reserved for the binary upgrade (issue #5): ignored, so it does not kill the master."""
+        log.warning("SIG%s: binary upgrade is not available in this version; ignored", "USR2")
+
+    handle_winch = handle_usr2
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Start a new generation with fresh settings and freshly imported code.
+
+        New connections go to the new generation as soon as one of its workers is ready;
+        each new worker that becomes ready retires one old worker, which finishes its
+        in-flight requests (keep-alive connections end with ``Connection: close``) within
+        ``graceful_timeout``. If the new generation cannot load the app, the old one keeps
+        serving: a bad deploy never takes the site down.
+        """
+        if self.stopping is not None:
+            return
+        if self.config.reload is not None:
+            try:
+                self._apply(self.config.reload())
+            except Exception as exc:
+                log.error("reload: %s; the running workers stay", exc)
+                return
+        systemd.notify("RELOADING=1")
+        if self.reloading is None:
+            self.reloading = self.dispatcher.generation
+        self._generations += 1  # never reused, even after a failed reload rolled back
+        self.dispatcher.generation = self._generations
+        self.next_spawn = 0.0
+        log.info("reload: starting generation %d", self.dispatcher.generation)
+
+    def _apply(self, settings: dict[str, Any]) -> None:
+        for name in ("server_options", "timeout", "graceful_timeout", "access_log"):
+            if name in settings:
+                setattr(self.config, name, settings[name])
+        if "workers" in settings:
+            self.target = settings["workers"]
+        self._heartbeat = min(HEARTBEAT_MAX, self.config.timeout / 4)
+
+    def _replace_old_generation(self, ready: WorkerProcess) -> None:
+        if ready.generation != self.dispatcher.generation or self.reloading is None:
+            return
+        waiting = sorted(
+            (
+                w
+                for w in self.workers.values()
+                if w.generation != ready.generation and not w.closing
+            ),
+            key=lambda w: w.started,
+        )
+        if waiting:  # one new worker ready: one old worker goes, so capacity stays
+            self._retire(waiting.pop(0).pid)
+        live = self._live()
+        if len(live) >= self.target and all(w.ready for w in live):
+            for worker in waiting:
+                self._retire(worker.pid)
+            self.reloading = None
+            log.info("reload: generation %d serving", self.dispatcher.generation)
+
+    def _reload_failed(self, reason: str) -> None:
+        """The new generation cannot boot: drop it, keep the old one."""
+        assert self.reloading is not None
+        failed = self.dispatcher.generation
+        log.error(
+            "reload: generation %d failed (%s); generation %d keeps serving",
+            failed,
+            reason,
+            self.reloading,
+        )
+        self.dispatcher.generation = self.reloading
+        self.reloading = None
+        for worker in list(self.workers.values()):
+            if worker.generation == failed:
+                self._retire(worker.pid)
+        systemd.notify("READY=1")
 
     def handle_chld(self) -> None:
         """Nothing to do here: every turn reaps."""
@@ -271,7 +352,9 @@ class Master:
     # -- workers -------------------------------------------------------------------------------
 
     def _live(self) -> list[WorkerProcess]:
-        return [w for w in self.workers.values() if not w.closing]
+        """Workers of the current generation that are not retiring."""
+        generation = self.dispatcher.generation
+        return [w for w in self.workers.values() if not w.closing and w.generation == generation]
 
     def _manage(self) -> None:
         if self.stopping is not None:
@@ -314,7 +397,9 @@ class Master:
         os.set_blocking(control_w, False)
         parent.setblocking(False)
         now = time.monotonic()
-        worker = WorkerProcess(pid, parent, control_w, now, now)
+        worker = WorkerProcess(
+            pid, parent, control_w, now, now, generation=self.dispatcher.generation
+        )
         self.workers[pid] = worker
         self.dispatcher.add(pid)
         self.selector.register(
@@ -350,6 +435,7 @@ class Master:
             return
         worker.closing = True
         worker.killed_at = None
+        worker.retire_by = time.monotonic() + self.config.graceful_timeout
         self.dispatcher.closing(pid)
         with contextlib.suppress(OSError):
             os.write(worker.control, wire.command("close"))
@@ -385,6 +471,11 @@ class Master:
         self.waiting[:0] = lost  # unacknowledged: another worker takes them
         expected = worker.closing or self.stopping is not None
         if code == WORKER_BOOT_ERROR and self.stopping is None:
+            if worker.generation != self.dispatcher.generation:
+                return  # its generation was already given up
+            if self.reloading is not None:
+                self._reload_failed(f"worker {pid} could not load the application")
+                return
             raise HaltServer(f"worker {pid} could not load the application; stopping")
         if not worker.ready and not expected:
             self.boot_failures += 1
@@ -405,6 +496,13 @@ class Master:
                 if now - worker.killed_at > KILL_GRACE:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(worker.pid, signal.SIGKILL)
+            elif worker.retire_by is not None and now > worker.retire_by:
+                log.warning(
+                    "worker %d still busy after the graceful timeout: killing it", worker.pid
+                )
+                worker.killed_at = now
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
             elif now - worker.last_seen > self.config.timeout and not worker.closing:
                 log.critical(
                     "worker %d silent for %.0f s: killing it", worker.pid, now - worker.last_seen
@@ -449,6 +547,7 @@ class Master:
             if not worker.closing:
                 self.dispatcher.ready(worker.pid)
             log.info("worker %d ready", worker.pid)
+            self._replace_old_generation(worker)
             if all(w.ready for w in self._live()):
                 systemd.notify(f"READY=1\nSTATUS={len(self._live())} workers ready")
         elif kind == wire.ERROR:
