@@ -330,7 +330,7 @@ class Server:
 
     def empty(self) -> bool:
         """True when the listening socket (if any) and every connection have been closed."""
-        return (self._closed or self._socket is None) and self.empty_of_work()
+        return (self._closed or self._socket is None) and self._no_work()
 
     def _finish(self) -> None:
         # Close the loop we made once nothing can use it any more.
@@ -404,7 +404,7 @@ class Server:
         # listen()/pollfd() before serve() made a private loop; nothing ran on it yet, so the
         # listener moves to the running loop instead of failing.
         old = self._loop
-        if not self._own_loop or old is None or old.is_running() or not self.empty_of_work():
+        if not self._own_loop or old is None or old.is_running() or not self._no_work():
             raise RuntimeError("this server runs on another event loop (its cq)")
         if self._accepting:
             old.remove_reader(self._socket)  # type: ignore[arg-type]
@@ -413,7 +413,7 @@ class Server:
         self._loop, self._own_loop = running, False
         self._update_accepting()
 
-    def empty_of_work(self) -> bool:
+    def _no_work(self) -> bool:
         """True when no connection, socket being set up or handler task exists."""
         return not (self._connections or self._tasks or self._opening)
 
