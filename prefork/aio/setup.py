@@ -96,7 +96,7 @@ class SniffingProtocol(SetupProtocol):
         transport = self.transport
         transport.set_protocol(proto)
         proto.connection_made(transport)  # the server counts it now...
-        self._setup_done()  # ...so this one can stop counting
+        self._setup_done(handed_over=True)  # ...so this one can stop counting
         if not transport.is_closing():  # the server may have closed in the meantime
             proto.data_received(first)
 

@@ -57,16 +57,24 @@ class SetupProtocol(asyncio.Protocol):
         _track(self.server, self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._setup_done()
+        self._setup_done(handed_over=False)
 
-    def _setup_done(self) -> None:
-        """Set-up is over (served, handed on or closed): stop the timer and the count."""
+    def _setup_done(self, *, handed_over: bool) -> None:
+        """Set-up is over: stop the timer and the count.
+
+        Args:
+            handed_over: the socket lives on in the next protocol (which the server now
+                counts); otherwise it is closed, and the server learns that it is done.
+        """
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._tracked:
             self._tracked = False
-            _untrack(self.server, self)
+            if handed_over:
+                self.server._untrack(self)
+            else:
+                _lost(self.server, self)
 
     def _expired(self) -> None:
         # A client that does not finish set-up in time is dropped without a word: there is
@@ -90,7 +98,7 @@ def _track(server: Server, conn: Any) -> None:
     server._connection_made(conn)
 
 
-def _untrack(server: Server, conn: Any) -> None:
+def _lost(server: Server, conn: Any) -> None:
     server._connection_lost(conn)
 
 
@@ -110,9 +118,7 @@ class TLSProtocol(SetupProtocol):
         self._app_factory = app_factory
         self._app_transport: TLSTransport | None = None
         self._reading = True  # the application wants data
-        self._stashed = False  # ciphertext waits in the BIO while the application is paused
-        self._eof = False  # TCP EOF or close_notify seen
-        self._eof_told = False
+        self._eof = False  # the application was told of TCP EOF or close_notify
         self._closing = False  # close_notify sent or closed: incoming data is dropped
         self._closed = False  # close() or abort() called
 
@@ -122,26 +128,24 @@ class TLSProtocol(SetupProtocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        # Decrypted and delivered even if the application paused reading meanwhile: pausing
+        # stops the socket, it is advice, and the HTTP parser buffers what it is given.
         if self._closing:
             return  # after close_notify or close: the peer's leftovers are of no use
         self.session.receive_data(data)
-        if self._reading:
-            self._process()
-        else:
-            self._stashed = True
+        self._process()
 
     def eof_received(self) -> bool:
+        # TCP FIN without close_notify: a truncation attack is possible in principle, but
+        # HTTP/1 frames its own messages (RFC 9112 section 9.8), so it is an ordinary EOF.
         if self.app is None or self._closing:
             return False  # the transport closes
-        self._eof = True
-        if self._stashed:
-            return True  # told once the stashed plaintext is delivered
         return self._tell_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         if self.app is None:
-            self._setup_done()
+            self._setup_done(handed_over=False)
         else:
             self.app.connection_lost(exc)
 
@@ -172,30 +176,33 @@ class TLSProtocol(SetupProtocol):
                 return
         if plaintext:
             app.data_received(plaintext)
-        if session.peer_closed and not self._eof:
-            self._eof = True
-            if not self._tell_eof():
-                self._close()
+        if session.peer_closed and not self._closed and not self._tell_eof():
+            self._close()  # close_notify, and the application has nothing more to send
 
     def _start_app(self) -> asyncio.Protocol:
         """The handshake is done: the application takes over (and the server's count)."""
         app = self.app = self._app_factory(self.session.connection)
         self._app_transport = TLSTransport(self)
         app.connection_made(self._app_transport)
-        self._setup_done()
+        self._setup_done(handed_over=True)
         return app
 
     def _tell_eof(self) -> bool:
-        if self._eof_told or self.app is None:
+        """Tell the application of EOF once; True: it keeps the connection open to write."""
+        if self._eof or self.app is None:
             return True
-        self._eof_told = True
+        self._eof = True
         return bool(self.app.eof_received())
 
     def _fail(self) -> None:
-        # Send the alert OpenSSL queued (it tells the peer why), then close.
+        # Send the alert OpenSSL queued (it tells the peer why), then close; abort if the
+        # peer is not reading, so an unread buffer cannot hold the socket open.
         self._flush()
         self._closing = self._closed = True
-        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def _pause_reading(self) -> None:
         if self._reading:
@@ -206,17 +213,6 @@ class TLSProtocol(SetupProtocol):
         if not self._reading:
             self._reading = True
             self.transport.resume_reading()
-            if self._stashed:
-                # Later, as asyncio transports do: the caller may be in the middle of its own
-                # processing and must not be re-entered.
-                self.loop.call_soon(self._deliver_stash)
-
-    def _deliver_stash(self) -> None:
-        if self._stashed and self._reading and not self._closing:
-            self._stashed = False
-            self._process()
-            if self._eof and not self._closing and not self._tell_eof():
-                self._close()
 
     # -- writing (for TLSTransport) ------------------------------------------------------------
 
