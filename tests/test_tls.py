@@ -7,6 +7,7 @@ Every socket has a timeout; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import hashlib
@@ -608,3 +609,48 @@ def test_session_rejects_a_bad_hello_with_an_alert() -> None:
     with pytest.raises(tls.TLSError, match="unexpected message"):
         session.read()
     assert session.data_to_send()[:1] == b"\x15"  # the alert that tells the peer why
+
+
+@pytest.mark.parametrize("mode", [True, None], ids=["tls", "sniff"])
+def test_each_socket_is_reported_done_once(serve, mode: bool | None) -> None:
+    done: list[int] = []
+    running = serve(make_echo([]), tls=mode)
+    running.call(lambda: setattr(running.server, "on_socket_done", lambda: done.append(1)))
+    with https(running) as conn:  # set-up handed on to HTTP/1: not "done" until it closes
+        request(conn, "GET", "/")
+    with running.connect() as sock:  # a failed handshake
+        sock.sendall(GARBAGE["hello-header-then-nonsense"])
+        wait_closed(sock)
+    expected = 2
+    if mode is None:
+        with running.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            wait_closed(sock)
+        expected = 3
+    running.stop()
+    assert len(done) == expected
+
+
+def test_body_read_in_pieces_by_a_slow_handler(serve) -> None:
+    """Back-pressure through TLS: the server pauses and resumes the socket as the handler reads."""
+    got: list[int] = []
+
+    async def slow(server: Any, stream: Any) -> None:
+        await stream.get_headers()
+        digest, total = hashlib.sha256(), 0
+        while (chunk := await stream.get_next_chunk()) is not None:
+            digest.update(chunk)
+            total += len(chunk)
+            await asyncio.sleep(0)  # let the loop run between pieces
+        got.append(total)
+        body = digest.hexdigest().encode()
+        await stream.write_headers(response_headers("200", content_length=str(len(body))), False)
+        await stream.write_chunk(body, True)
+
+    running = serve(slow, tls=True)
+    upload = pattern(8 * 1024 * 1024)
+    with https(running) as conn:
+        conn.request("POST", "/", body=upload)
+        resp = conn.getresponse()
+        assert resp.read() == hashlib.sha256(upload).hexdigest().encode()
+    assert got == [len(upload)]
