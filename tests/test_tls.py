@@ -654,3 +654,20 @@ def test_body_read_in_pieces_by_a_slow_handler(serve) -> None:
         resp = conn.getresponse()
         assert resp.read() == hashlib.sha256(upload).hexdigest().encode()
     assert got == [len(upload)]
+
+
+@pytest.mark.parametrize("mode", [True, None], ids=["tls", "sniff"])
+def test_https_over_a_unix_socket(serve, tmp_path, mode: bool | None) -> None:
+    names: list[Any] = []
+
+    async def onstream(server: Any, stream: Any) -> None:
+        names.append((stream.peername(), stream.localname(), stream.checktls() is not None))
+        await make_echo([])(server, stream)
+
+    path = str(tmp_path / "tls.sock")
+    running = serve(onstream, path=path, tls=mode)
+    with tls_socket(running) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = wait_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 200 ") and b'"scheme": "https"' in reply
+    assert names == [((socket.AF_UNIX, ""), (socket.AF_UNIX, path), True)]
