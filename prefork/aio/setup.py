@@ -10,7 +10,7 @@ The seed's ``tls`` option decides (DESIGN.md section 2, "Connection set-up"):
 
 The TLS context is the ``ctx`` option, or one generated once per server with a self-signed
 certificate (made when the first TLS client arrives if ``tls`` is None, so a server that only
-ever sees plaintext makes none and logs nothing). HTTP/2 will plug in by ALPN in ``_app``.
+ever sees plaintext makes none and logs nothing). HTTP/2 will plug in by ALPN in ``app``.
 """
 
 from __future__ import annotations
@@ -44,17 +44,16 @@ def connection_factory(server: Server) -> Callable[[], asyncio.Protocol]:
     if mode:
         contexts.get()  # TLS only: make (and warn about) a generated context at start-up
 
+    def app(connection: SSL.Connection) -> asyncio.Protocol:
+        # ALPN chose http/1.1, http/1.0 or nothing (alpn_protocols offers no h2 yet): HTTP/1.
+        return H1Connection(server, tls=connection)
+
     def https(deadline: float | None) -> TLSProtocol:
-        return TLSProtocol(server, contexts.get(), lambda conn: _app(server, conn), deadline)
+        return TLSProtocol(server, contexts.get(), app, deadline)
 
     if mode:
         return lambda: https(None)
     return lambda: SniffingProtocol(server, https)
-
-
-def _app(server: Server, connection: SSL.Connection) -> asyncio.Protocol:
-    # ALPN chose http/1.1, http/1.0 or nothing (alpn_protocols offers no h2 yet): HTTP/1.
-    return H1Connection(server, tls=connection)
 
 
 class _Contexts:
