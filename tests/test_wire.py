@@ -1,0 +1,242 @@
+"""Master <-> worker messages (prefork.process.wire) and fd passing (prefork.process.fdpass).
+
+fdpass runs over a real AF_UNIX SOCK_SEQPACKET socketpair, as between master and worker, and
+carries real TCP sockets: the received descriptors must work (bytes go through them).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from prefork.process import fdpass, wire
+
+# -- wire -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [0, 1, 63, 0xFFFFFFFF])
+@pytest.mark.parametrize(
+    ("encode", "kind"), [(wire.batch, wire.BATCH), (wire.ack, wire.ACK), (wire.closed, wire.CLOSED)]
+)
+def test_u32_messages_round_trip(encode, kind, number):
+    data = encode(number)
+    assert len(data) == 5
+    message = wire.decode(data)
+    assert message.kind == kind
+    assert message.number == number
+
+
+@pytest.mark.parametrize(("requests", "open_"), [(0, 0), (12345, 7), (2**64 - 1, 2**32 - 1)])
+def test_beat_round_trip(requests, open_):
+    message = wire.decode(wire.beat(requests, open_))
+    assert message.kind == wire.BEAT
+    assert message.requests == requests
+    assert message.number == open_
+
+
+def test_ready_round_trip():
+    message = wire.decode(wire.READY)
+    assert message.kind == wire.READY
+
+
+@pytest.mark.parametrize(
+    "text", ["cannot import 'app': ModuleNotFoundError: No module named 'x'", "", "é ✓ 日本"]
+)
+def test_error_round_trip(text):
+    message = wire.decode(wire.error(text))
+    assert message.kind == wire.ERROR
+    assert message.text == text
+
+
+def test_error_is_bounded():
+    data = wire.error("x" * 100_000)
+    assert len(data) <= 4001  # it must fit one channel datagram
+    assert wire.decode(data).kind == wire.ERROR
+
+
+def test_messages_fit_a_datagram_and_are_distinct():
+    kinds = {wire.BATCH, wire.READY, wire.ACK, wire.CLOSED, wire.BEAT, wire.ERROR}
+    assert len(kinds) == 6
+    assert all(len(k) == 1 for k in kinds)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"Z",  # unknown kind
+        b"Zxxxx",
+        b"A",  # too short
+        b"A\x00\x00\x01",
+        b"A\x00\x00\x00\x01\x00",  # too long
+        b"B\x00",
+        b"C" + b"\x00" * 8,
+        b"H" + b"\x00" * 11,  # beat is 12 bytes of body
+        b"H" + b"\x00" * 13,
+        b"R\x00",  # READY carries nothing
+        b"r",
+    ],
+)
+def test_bad_messages_raise_value_error(data):
+    with pytest.raises(ValueError):
+        wire.decode(data)
+
+
+def test_commands():
+    for name in wire.COMMANDS:
+        line = wire.command(name)
+        assert line == name.encode() + b"\n"
+    assert set(wire.COMMANDS) == {"pause", "resume", "close", "reopen-logs"}
+    with pytest.raises(ValueError):
+        wire.command("reboot")
+    with pytest.raises(ValueError):
+        wire.command("close\npause")
+
+
+def test_split_commands():
+    buf = wire.command("pause") + wire.command("resume") + b"clo"
+    commands, rest = wire.split_commands(buf)
+    assert commands == ["pause", "resume"]
+    assert rest == b"clo"
+    commands, rest = wire.split_commands(rest + b"se\nreopen-logs\n")
+    assert commands == ["close", "reopen-logs"]
+    assert rest == b""
+    commands, rest = wire.split_commands(b"bogus\n\npause\n")  # unknown lines are dropped
+    assert commands == ["pause"]
+    assert rest == b""
+    assert wire.split_commands(b"") == ([], b"")
+
+
+# -- fdpass ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def channel() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setblocking(False)
+    b.setblocking(False)
+    with a, b:
+        yield a, b
+
+
+@pytest.fixture
+def tcp_pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    """Ten connected TCP pairs on 127.0.0.1: (client, server side)."""
+    pairs = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        try:
+            for _ in range(10):
+                client = socket.create_connection(("127.0.0.1", port), timeout=5)
+                server, _ = listener.accept()
+                server.settimeout(5)
+                pairs.append((client, server))
+            yield pairs
+        finally:
+            for client, server in pairs:
+                client.close()
+                server.close()
+
+
+def test_send_receive_a_batch_of_sockets(channel, tcp_pairs):
+    master, worker = channel
+    fds = [server.fileno() for _, server in tcp_pairs]
+    fdpass.send(master, wire.batch(7), fds)
+    data, got = fdpass.receive(worker)
+    assert wire.decode(data) == wire.Message(wire.BATCH, 7)
+    assert len(got) == len(fds)
+    received = [socket.socket(fileno=fd) for fd in got]
+    try:
+        for fd in got:
+            assert fd not in fds  # new descriptors in the receiver
+            assert not os.get_inheritable(fd)
+            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # MSG_CMSG_CLOEXEC
+        # the sender closes its copies, as the master does after the ack ...
+        for _, server in tcp_pairs:
+            server.close()
+        # ... and the received sockets still carry each connection, in order, both ways
+        for i, ((client, _), sock) in enumerate(zip(tcp_pairs, received, strict=True)):
+            sock.settimeout(5)
+            client.sendall(f"ping {i}".encode())
+            assert sock.recv(100) == f"ping {i}".encode()
+            sock.sendall(f"pong {i}".encode())
+            assert client.recv(100) == f"pong {i}".encode()
+    finally:
+        for sock in received:
+            sock.close()
+
+
+def test_message_boundaries_keep_fds_with_their_message(channel, tcp_pairs):
+    master, worker = channel
+    fds = [server.fileno() for _, server in tcp_pairs]
+    fdpass.send(master, wire.batch(1), fds[:3])
+    fdpass.send(master, wire.ack(99))  # no fds
+    fdpass.send(master, wire.batch(2), fds[3:])
+    received: list[int] = []
+    try:
+        data, got = fdpass.receive(worker)
+        received += got
+        assert wire.decode(data).number == 1 and len(got) == 3
+        data, got = fdpass.receive(worker)
+        received += got
+        assert wire.decode(data) == wire.Message(wire.ACK, 99) and got == []
+        data, got = fdpass.receive(worker)
+        received += got
+        assert wire.decode(data).number == 2 and len(got) == 7
+        # the fds of the second batch are the connections 3..9, in order
+        for i, fd in enumerate(received[3:], start=3):
+            client = tcp_pairs[i][0]
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                client.sendall(b"x%d" % i)
+                sock.settimeout(5)
+                assert sock.recv(10) == b"x%d" % i
+    finally:
+        for fd in received:
+            os.close(fd)
+
+
+def test_max_fds_in_one_message(channel):
+    master, worker = channel
+    r, w = os.pipe()
+    try:
+        fdpass.send(master, wire.batch(3), [r] * fdpass.MAX_FDS)
+        _, got = fdpass.receive(worker)
+        assert len(got) == fdpass.MAX_FDS
+        for fd in got:
+            os.close(fd)
+        with pytest.raises(ValueError):
+            fdpass.send(master, wire.batch(4), [r] * (fdpass.MAX_FDS + 1))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_receive_on_empty_channel_raises_blocking_io_error(channel):
+    _, worker = channel
+    with pytest.raises(BlockingIOError):
+        fdpass.receive(worker)
+
+
+def test_receive_eof(channel):
+    master, worker = channel
+    master.close()
+    assert fdpass.receive(worker) == (b"", [])
+
+
+def test_send_on_full_channel_raises_blocking_io_error(channel):
+    master, _ = channel
+    with pytest.raises(BlockingIOError):
+        for _ in range(100_000):
+            fdpass.send(master, wire.ack(1))
+
+
+def test_send_to_closed_peer_raises_os_error(channel):
+    master, worker = channel
+    worker.close()
+    with pytest.raises(OSError) as info:
+        fdpass.send(master, wire.ack(1))
+    assert not isinstance(info.value, BlockingIOError)  # a dead worker, not a full channel
