@@ -218,7 +218,7 @@ def server_options(s: dict[str, Any]) -> dict[str, Any]:
         if s[name] is not None:
             opts[name] = s[name]
     if s["certfile"]:
-        opts["ctx"] = _tls_context(s["certfile"], s["keyfile"])
+        opts["ctx"] = _tls_context(s["certfile"], s["keyfile"], opts.get("version"))
     try:
         prefork.server.new(onstream=_probe, **opts).close()
     except (TypeError, ValueError) as exc:
@@ -230,10 +230,19 @@ async def _probe(server: Any, stream: Any) -> None:
     """Stands in for the app while the server options are validated."""
 
 
-def _tls_context(certfile: str, keyfile: str | None) -> Any:
+def _tls_context(certfile: str, keyfile: str | None, version: Any) -> Any:
     from OpenSSL import SSL
 
+    from prefork.protocol import tls
+
+    for path in filter(None, (certfile, keyfile)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise RuntimeError(f"cannot read {path!r}: {exc.strerror}") from None
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    tls.configure(ctx, tls.alpn_protocols(version))
     try:
         ctx.use_certificate_chain_file(certfile)
         ctx.use_privatekey_file(keyfile or certfile)
@@ -338,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         if not s["app"]:
             raise UsageError("APP is required: module:callable or path/to/file.py:callable")
         check_spec(s["app"])
+        for text in s["bind"]:
+            parse_bind(text)
         if not isinstance(s["workers"], int) or s["workers"] < 1:
             raise UsageError(f"--workers must be >= 1, got {s['workers']!r}")
         if s["umask"] is not None:
@@ -345,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         opts = server_options(s)
     except (UsageError, AppError, ValueError) as exc:
         parser.exit(2, f"prefork: error: {exc}\n")
+    except RuntimeError as exc:
+        print(f"prefork: error: {exc}", file=sys.stderr)
+        return 1
     try:
         logs.configure(s["log_level"], s["error_log"], s["access_log"])
         if s["umask"] is not None:
@@ -372,7 +386,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     except (RuntimeError, OSError) as exc:
-        logging.getLogger("prefork").critical("%s", exc)
         print(f"prefork: error: {exc}", file=sys.stderr)
         return 1
     finally:

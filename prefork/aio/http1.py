@@ -67,7 +67,11 @@ class H1Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server._connection_made(self)
-        self._arm(self.server._options.connection_setup_timeout)
+        if self.tls is not None:  # the handshake was the set-up: now waiting for a request
+            self._state = OPEN
+            self._arm(self.server._options.intra_stream_timeout)
+        else:
+            self._arm(self.server._options.connection_setup_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._state != OPEN:

@@ -122,6 +122,7 @@ class Master:
         except HaltServer as halt:
             log.critical("%s", halt)
             self.exit_status = halt.exit_status
+            self.stopping = time.monotonic()  # what dies now is expected, nothing respawns
             self._kill_all(signal.SIGKILL)
             self._reap(block=True)
         finally:

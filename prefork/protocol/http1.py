@@ -55,6 +55,11 @@ class Limits:
     max_body_size: int | None = None
 
 
+_TCHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
 def scan_head(buf: bytes, limits: Limits) -> int:
     """Check the request head at the start of ``buf``.
 
@@ -64,6 +69,8 @@ def scan_head(buf: bytes, limits: Limits) -> int:
     Raises:
         ProtocolError: with status 400, 414 or 431.
     """
+    if buf and buf[0] not in _TCHARS:  # a method is a token (RFC 9110 section 9.1)
+        raise ProtocolError("request line does not start with a method")
     end = buf.find(b"\r\n\r\n")
     head = buf if end < 0 else buf[: end + 4]
     # RFC 9112 section 2.2: a recipient MAY accept a bare LF; a server in front of which another
