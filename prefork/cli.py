@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "error_log": "-",
     "preload": False,
     "dispatch": "balanced",
+    "max_requests": 0,
+    "max_requests_jitter": 0,
+    "max_memory": 0,
 }
 
 
@@ -122,6 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-body-size", type=int, metavar="BYTES", help="default unlimited (413)")
     g.add_argument("--backlog", type=int, metavar="N", help="listen backlog (default 2048)")
     m = p.add_argument_group("master")
+    m.add_argument(
+        "--max-requests",
+        type=int,
+        metavar="N",
+        help="replace a worker after N requests (default 0: never)",
+    )
+    m.add_argument(
+        "--max-requests-jitter",
+        type=int,
+        metavar="N",
+        help="add up to N to each worker's --max-requests (default 0)",
+    )
+    m.add_argument(
+        "--max-memory",
+        type=int,
+        metavar="MIB",
+        help="replace a worker whose RSS exceeds MIB mebibytes (default 0: never)",
+    )
     m.add_argument(
         "--dispatch",
         choices=["balanced", "round-robin"],
@@ -351,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             parse_bind(text)
         if not isinstance(s["workers"], int) or s["workers"] < 1:
             raise UsageError(f"--workers must be >= 1, got {s['workers']!r}")
+        for name in ("max_requests", "max_requests_jitter", "max_memory"):
+            if not isinstance(s[name], int) or s[name] < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {s[name]!r}")
         if s["umask"] is not None:
             umask = int(str(s["umask"]), 8)
         opts = server_options(s)
@@ -382,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                     access_log=s["access_log"] is not None,
                     unix_paths=paths,
                     dispatch=s["dispatch"],
+                    max_requests=s["max_requests"],
+                    max_requests_jitter=s["max_requests_jitter"],
+                    max_memory=s["max_memory"] * 1048576,
                     reload=lambda: reload_settings(args, config_path, s),
                 )
             )

@@ -19,6 +19,7 @@ import errno
 import functools
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
@@ -64,6 +65,9 @@ class MasterConfig:
     unix_paths: list[str] = field(default_factory=list)
     dispatch: str = "balanced"
     reload: Callable[[], dict[str, Any]] | None = None  # HUP: fresh settings (see cli.py)
+    max_requests: int = 0  # recycle a worker after this many requests (0: never)
+    max_requests_jitter: int = 0  # plus up to this many, so workers do not recycle together
+    max_memory: int = 0  # recycle a worker whose RSS exceeds this many bytes (0: never)
 
 
 @dataclass
@@ -82,6 +86,8 @@ class WorkerProcess:
     open_connections: int = 0
     killed_at: float | None = None
     retire_by: float | None = None  # a retiring worker still running then is killed
+    request_limit: int = 0
+    recycling: bool = False  # serving until its replacement is ready
 
 
 class Master:
@@ -102,6 +108,7 @@ class Master:
         self.exit_status = 0
         self.reloading: int | None = None  # the generation a reload replaces
         self._generations = 0
+        self._memory_checked = 0.0
         self.boot_failures = 0
         self.next_spawn = 0.0
         self.accept_backoff_until = 0.0
@@ -160,6 +167,7 @@ class Master:
         self._handle_signals()
         self._reap()
         self._murder()
+        self._recycle()
         self._manage()
         self._hand_out()
         self._update_accepting()
@@ -353,9 +361,13 @@ class Master:
     # -- workers -------------------------------------------------------------------------------
 
     def _live(self) -> list[WorkerProcess]:
-        """Workers of the current generation that are not retiring."""
+        """Workers of the current generation that are not retiring or being replaced."""
         generation = self.dispatcher.generation
-        return [w for w in self.workers.values() if not w.closing and w.generation == generation]
+        return [
+            w
+            for w in self.workers.values()
+            if not (w.closing or w.recycling) and w.generation == generation
+        ]
 
     def _manage(self) -> None:
         if self.stopping is not None:
@@ -401,6 +413,9 @@ class Master:
         worker = WorkerProcess(
             pid, parent, control_w, now, now, generation=self.dispatcher.generation
         )
+        if self.config.max_requests:
+            jitter = random.randint(0, self.config.max_requests_jitter)
+            worker.request_limit = self.config.max_requests + jitter
         self.workers[pid] = worker
         self.dispatcher.add(pid)
         self.selector.register(
@@ -490,6 +505,34 @@ class Master:
         else:
             log.info("worker %d exited (%s)", pid, _status(code))
 
+    def _recycle(self) -> None:
+        """Mark workers over --max-requests or --max-memory: a replacement starts first, and
+        the old worker is retired (gracefully) once the replacement is ready."""
+        now = time.monotonic()
+        check_memory = self.config.max_memory and now - self._memory_checked >= 1.0
+        if check_memory:
+            self._memory_checked = now
+        for worker in self.workers.values():
+            if worker.closing or worker.recycling or not worker.ready or self.stopping is not None:
+                continue
+            reason = None
+            if worker.request_limit and worker.requests >= worker.request_limit:
+                reason = f"served {worker.requests} requests"
+            elif check_memory:
+                rss = _rss(worker.pid)
+                if rss > self.config.max_memory:
+                    reason = f"RSS {rss // 1048576} MiB over --max-memory"
+            if reason is not None:
+                log.info("recycling worker %d: %s", worker.pid, reason)
+                worker.recycling = True
+                self.next_spawn = 0.0
+
+    def _retire_recycled(self, ready: WorkerProcess) -> None:
+        for worker in self.workers.values():
+            if worker.recycling and not worker.closing:
+                self._retire(worker.pid)
+                return
+
     def _murder(self) -> None:
         now = time.monotonic()
         for worker in list(self.workers.values()):
@@ -549,6 +592,7 @@ class Master:
                 self.dispatcher.ready(worker.pid)
             log.info("worker %d ready", worker.pid)
             self._replace_old_generation(worker)
+            self._retire_recycled(worker)
             if all(w.ready for w in self._live()):
                 systemd.notify(f"READY=1\nSTATUS={len(self._live())} workers ready")
         elif kind == wire.ERROR:
@@ -606,6 +650,16 @@ class Master:
                     fdpass.send(worker.channel, wire.batch(batch_id), [s.fileno() for s in socks])
                 except OSError:  # full (EAGAIN) or dying: someone else takes these
                     self.waiting.extend(self.dispatcher.send_failed(pid, batch_id))
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of a worker in bytes (0 if it is gone)."""
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
 
 
 def _status(code: int) -> str:
