@@ -1,16 +1,16 @@
 """WebSocket (RFC 6455) for ``onstream`` handlers, on wsproto.
 
-wsproto does the framing sans-I/O (bytes in, events out); this module adds the two things it
-cannot know about: the opening handshake, which arrives as a prefork stream whose request head
-was already parsed, and the byte mover. ``new_from_stream`` checks the request (RFC 6455
-section 4.2.1) and answers a bad one itself; ``WebSocket.accept`` writes the ``101`` through the
-stream, takes the socket over (``stream.connection.take_socket()``) and hands it to
-:class:`_Channel`, one small ``asyncio.Protocol`` that feeds wsproto, answers pings and close
-frames at once (even while the handler is busy), applies back-pressure both ways and owns the
-one closing deadline.
+wsproto does the framing sans-I/O (bytes in, events out); this module adds what it cannot know:
+the opening handshake, which arrives as a prefork stream whose request head is already parsed,
+and the byte mover. :func:`new_from_stream` checks the request (RFC 6455 section 4.2.1) and
+answers a bad one itself; :meth:`WebSocket.accept` writes the ``101`` through the stream, takes
+the socket over (``stream.connection.take_socket()``) and gives it to :class:`_Channel`, one
+small ``asyncio.Protocol`` that feeds wsproto, answers pings and Close frames at once (even
+while the handler is busy elsewhere), applies back-pressure both ways and owns the one closing
+deadline.
 
-Only HTTP/1.1 on a plain connection is supported for now: the HTTP/2 variant (RFC 8441
-extended CONNECT) will be a second upgrade class next to :class:`_H1Upgrade`, chosen in
+Only HTTP/1.1 on a plain connection for now. WebSocket over HTTP/2 (RFC 8441 extended CONNECT)
+will be a second upgrade class beside :class:`_H1Upgrade` (same two methods), chosen in
 :func:`new_from_stream` by ``stream.connection.version``. See docs/websocket.md.
 """
 
@@ -32,28 +32,17 @@ from wsproto.utilities import generate_accept_token
 from prefork.errors import StreamStateError
 from prefork.headers import Headers
 
-__all__ = [
-    "CLOSE_TIMEOUT",
-    "MAX_MESSAGE_SIZE",
-    "ConnectionClosed",
-    "HandshakeError",
-    "WebSocket",
-    "new_from_stream",
-]
+__all__ = ["ConnectionClosed", "HandshakeError", "WebSocket", "check_request", "new_from_stream"]
 
-MAX_MESSAGE_SIZE = 2**20  # default limit of one received message (bytes, or characters of text)
-CLOSE_TIMEOUT = 10.0  # default wait for the peer's Close, and for the last bytes to leave
-QUEUE_LIMIT = 16  # complete messages held unread before the socket stops being read
-OPEN = ConnectionState.OPEN
+MAX_MESSAGE_SIZE = 2**20  # default limit of one received message (bytes; characters of text)
+CLOSE_TIMEOUT = 10.0  # default wait for the peer's Close, then for the last bytes to leave
+QUEUE_LIMIT = 16  # whole messages held unread before the socket stops being read
 SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})  # section 7.4
+OPEN, LOCAL_CLOSING = ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING
 
 
 class HandshakeError(Exception):
-    """The request is not a valid WebSocket handshake; it has already been answered.
-
-    Attributes:
-        status: the status that was sent: 400, or 426 for an unsupported version.
-    """
+    """Not a valid WebSocket handshake; the error response (``status``: 400 or 426) is sent."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -61,13 +50,13 @@ class HandshakeError(Exception):
 
 
 class ConnectionClosed(Exception):
-    """The WebSocket is closed (or closing): no more messages can be received or sent.
+    """The WebSocket is closed or closing: nothing more can be received or sent.
 
     Attributes:
-        code: the close code: the peer's when its Close came first, ours when we closed
-            first (also 1009 or 1002 when the peer broke a limit or the protocol), 1006
-            when the connection ended without any Close (RFC 6455 section 7.1.5).
-        reason: the close reason (may be empty).
+        code: the peer's close code when its Close came first; ours when we closed first
+            (also 1009 or 1002 when the peer broke a limit or the protocol); 1006 when the
+            connection ended without a Close (RFC 6455 section 7.1.5).
+        reason: the close reason, maybe empty.
     """
 
     def __init__(self, code: int, reason: str = "") -> None:
@@ -76,7 +65,7 @@ class ConnectionClosed(Exception):
         self.reason = reason
 
 
-# -- the opening handshake --------------------------------------------------------------------
+# -- the opening handshake ----------------------------------------------------------------------
 
 
 def _tokens(headers: Headers, name: str) -> list[str]:
@@ -85,21 +74,17 @@ def _tokens(headers: Headers, name: str) -> list[str]:
 
 
 def check_request(headers: Headers, version: float) -> str:
-    """Check an HTTP/1.1 handshake request (RFC 6455 section 4.2.1) and return its key.
+    """Check an HTTP/1.1 handshake (RFC 6455 section 4.2.1); return its Sec-WebSocket-Key.
 
-    A pure function, so that every rule is testable without a connection.
-
-    Args:
-        headers: the request headers, with ``:method``.
-        version: the HTTP version both ends speak (the lower of the two).
+    Pure, so that each rule is testable without a connection. ``version`` is the HTTP version
+    both ends speak (the lower of the two).
 
     Raises:
-        HandshakeError: the rule broken, with the status to answer (426 for a version
-            other than 13, RFC 6455 section 4.4; otherwise 400).
+        HandshakeError: with status 426 for a version other than 13 (section 4.4), else 400.
     """
     if headers.get(":method") != "GET":  # section 4.2.1 item 1
         raise HandshakeError("a WebSocket handshake must be a GET request")
-    if version < 1.1:  # item 1: HTTP/1.1 or higher (HTTP/1.0 has no Upgrade, no 101)
+    if version < 1.1:  # item 1; HTTP/1.0 has neither Upgrade nor 1xx responses
         raise HandshakeError("a WebSocket handshake needs HTTP/1.1")
     if not headers.get("host"):  # item 2
         raise HandshakeError("a WebSocket handshake needs a Host header")
@@ -128,9 +113,7 @@ async def _refuse(stream: Any, error: HandshakeError) -> None:
     if error.status == 426:  # RFC 6455 section 4.4; RFC 9110 section 15.5.22 wants Upgrade
         res.append("upgrade", "websocket")
         res.append("sec-websocket-version", "13")
-        res.append("connection", "upgrade, close")
-    else:
-        res.append("connection", "close")
+    res.append("connection", "upgrade, close" if error.status == 426 else "close")
     res.append("content-type", "text/plain; charset=utf-8")
     res.append("content-length", str(len(body)))
     with contextlib.suppress(OSError):  # a client that left needs no answer
@@ -141,8 +124,8 @@ async def _refuse(stream: Any, error: HandshakeError) -> None:
 class _H1Upgrade:
     """How an HTTP/1.1 exchange becomes a WebSocket: a 101, then the socket is taken over.
 
-    The HTTP/2 variant (RFC 8441) will offer the same two methods: a ``:status 200`` response
-    and a transport over the stream's DATA frames.
+    The HTTP/2 variant (RFC 8441) will have the same two methods: ``:status 200`` and a
+    transport over the stream's DATA frames.
     """
 
     def __init__(self, key: str) -> None:
@@ -158,9 +141,8 @@ class _H1Upgrade:
 
     async def open(self, stream: Any, channel: _Channel) -> None:
         sock, data = await stream.connection.take_socket()
-        loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(lambda: channel, sock=sock)
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: channel, sock=sock)
         except BaseException:
             sock.close()
             raise
@@ -176,40 +158,34 @@ async def new_from_stream(
     close_timeout: float = CLOSE_TIMEOUT,
     compression: bool = True,
 ) -> WebSocket:
-    """Check a WebSocket handshake request; the caller then ``accept()``s it.
+    """Check a WebSocket handshake request, to be ``accept()``-ed next (nothing is written).
 
     Args:
-        stream: the stream the request came on.
-        headers: its headers (``await stream.get_headers()``).
+        stream: the stream the request came on; ``headers``: its request headers.
         max_message_size: largest message received; a larger one closes with 1009.
-        close_timeout: seconds to wait for the peer's Close (and the last bytes to leave).
-        compression: offer to negotiate permessage-deflate (RFC 7692).
-
-    Returns:
-        A :class:`WebSocket`, not yet accepted: nothing has been written.
+        close_timeout: seconds to wait for the peer's Close, then for the last bytes to leave.
+        compression: whether to accept permessage-deflate (RFC 7692) when the client offers it.
 
     Raises:
-        HandshakeError: the request is not a valid handshake; the 400 (426 for a wrong
-            version) has been written, the handler should just return.
-        NotImplementedError: WebSocket over HTTP/2 or over TLS, not available yet (nothing
-            has been written).
+        HandshakeError: not a valid handshake; the 400 (426 for a wrong version) is sent.
+        NotImplementedError: over HTTP/2 or TLS, not available yet (nothing is sent).
     """
     if max_message_size < 1 or close_timeout < 0:
         raise ValueError("max_message_size must be >= 1 and close_timeout >= 0")
-    connection = stream.connection
-    if connection.version >= 2:
+    version = stream.connection.version
+    if version >= 2:
         raise NotImplementedError("WebSocket over HTTP/2 (RFC 8441) is not available yet")
-    if stream.checktls() is not None:  # the TLS session cannot leave prefork's connection
+    if stream.checktls() is not None:  # its TLS session cannot leave prefork's connection
         raise NotImplementedError("WebSocket over TLS is not available yet")
     try:
-        key = check_request(headers, min(stream.peer_version, connection.version))
+        key = check_request(headers, min(stream.peer_version, version))
     except HandshakeError as exc:
         await _refuse(stream, exc)
         raise
     return WebSocket(stream, headers, _H1Upgrade(key), max_message_size, close_timeout, compression)
 
 
-# -- the connection -----------------------------------------------------------------------------
+# -- the connection -------------------------------------------------------------------------------
 
 
 class _Channel(asyncio.Protocol):
@@ -220,50 +196,45 @@ class _Channel(asyncio.Protocol):
         self.max_size = max_message_size
         self.close_timeout = close_timeout
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.messages: deque[str | bytes] = deque()
-        self.closed: tuple[int, str] | None = None  # (code, reason) once closing or closed
+        self.closed: tuple[int, str] | None = None  # (code, reason) from the moment of closing
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.pings: dict[bytes, asyncio.Future[bool]] = {}
         self._parts: list[Any] = []
         self._size = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._paused = False
+        self._drain: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.ws.state in (OPEN, ConnectionState.LOCAL_CLOSING):
+        if self.ws.state in (OPEN, LOCAL_CLOSING):
             self.ws.receive_data(data)
             self._process()
 
     def eof_received(self) -> bool:
-        if self.ws.state in (OPEN, ConnectionState.LOCAL_CLOSING):
-            self.ws.receive_data(None)  # wsproto: closed without a Close frame is 1006
-            self._process()
+        self.data_received(None)  # type: ignore[arg-type]  # wsproto: no Close frame is 1006
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._closing(1006, "connection lost")
-        self._paused = False
         for future in (self._drain, *self.pings.values()):
             if future is not None and not future.done():
-                future.set_result(False)  # type: ignore[arg-type]
-        if not self.lost.done():
-            self.lost.set_result(None)
+                future.set_result(False)
+        self.lost.set_result(None)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self._drain = self.loop.create_future()
 
     def resume_writing(self) -> None:
-        self._paused = False
         if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+            self._drain.set_result(True)
+        self._drain = None
 
     def _process(self) -> None:
         for event in self.ws.events():
@@ -290,31 +261,30 @@ class _Channel(asyncio.Protocol):
             text = isinstance(event, TextMessage)
             self.messages.append("".join(parts) if text else b"".join(parts))
             self._wake()
-            if len(self.messages) >= QUEUE_LIMIT and self.transport is not None:
+            if len(self.messages) >= QUEUE_LIMIT:
                 self.transport.pause_reading()  # back-pressure: the handler reads too slowly
 
     def _on_pong(self, payload: bytes) -> None:
-        if payload in self.pings:  # a Pong may answer only the latest Ping (section 5.5.3)
-            while self.pings:
-                key, future = next(iter(self.pings.items()))
-                del self.pings[key]
-                if not future.done():
-                    future.set_result(True)
-                if key == payload:
-                    break
+        # A Pong may answer only the latest of several Pings (section 5.5.3): settle all
+        # those sent before it too.
+        while payload in self.pings:
+            key = next(iter(self.pings))
+            future = self.pings.pop(key)
+            if not future.done():
+                future.set_result(True)
 
     def _on_close(self, event: CloseConnection) -> None:
         state = self.ws.state
-        if state is OPEN:  # wsproto reports a broken frame as a close event: fail (7.1.7)
+        if state is OPEN:  # wsproto reports a broken frame as a Close event: fail (7.1.7)
             self.start_close(event.code, event.reason or "")
-        elif state is ConnectionState.REMOTE_CLOSING:  # echo the Close (section 5.5.1)
+        elif state is ConnectionState.REMOTE_CLOSING:  # echo the peer's Close (5.5.1)
             self._closing(event.code, event.reason or "")
             self._write(self.ws.send(event.response()))
             self._finish()
-        elif state is ConnectionState.CLOSED:  # the closing handshake is complete (7.1.2)
+        elif state is ConnectionState.CLOSED:  # both Close frames seen (7.1.2), or EOF
             self._closing(event.code, event.reason or "")
             self._finish()
-        elif self.transport is not None:  # garbage after our own Close
+        else:  # garbage behind our own Close
             self.transport.abort()
 
     def _closing(self, code: int, reason: str) -> None:
@@ -327,34 +297,31 @@ class _Channel(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if not self.transport.is_closing():
             self.transport.write(data)
 
     def _finish(self) -> None:
-        """RFC 6455 section 7.1.1: the server closes the TCP connection first."""
-        if self.transport is not None:
-            self.transport.close()
+        self.transport.close()  # RFC 6455 section 7.1.1: the server closes TCP first
         self._arm()
 
     def _arm(self) -> None:
         # One deadline for the whole closing phase: the peer's Close, then the flush.
-        if self._timer is None and not self.lost.done() and self.transport is not None:
+        if self._timer is None and not self.lost.done():
             self._timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     def start_close(self, code: int, reason: str) -> None:
-        """Send our Close (section 5.5.1) and wait, up to the deadline, for the peer's."""
+        """Send our Close (section 5.5.1); the peer's answer, EOF or the deadline ends it."""
         self._closing(code, reason)
         if self.ws.state is OPEN:
             self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
         self._arm()
 
     def abandon(self) -> None:
-        if not self.lost.done() and self.transport is not None:
+        if not self.lost.done():
             self.transport.abort()
 
     def error(self) -> ConnectionClosed:
-        code, reason = self.closed or (1006, "")
-        return ConnectionClosed(code, reason)
+        return ConnectionClosed(*(self.closed or (1006, "")))
 
     async def next_message(self) -> str | bytes:
         while not self.messages:
@@ -365,21 +332,16 @@ class _Channel(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self.messages.popleft()
-        transport = self.transport
-        if len(self.messages) == QUEUE_LIMIT // 2 and transport and not transport.is_closing():
-            transport.resume_reading()
-        return message
+        if len(self.messages) == QUEUE_LIMIT // 2 and not self.transport.is_closing():
+            self.transport.resume_reading()
+        return self.messages.popleft()
 
     async def send(self, event: Event) -> None:
         if self.closed is not None or self.ws.state is not OPEN:
             raise self.error()
         self._write(self.ws.send(event))
-        while self._paused:  # back-pressure: wait until the transport's buffer drains
-            if self._drain is None or self._drain.done():
-                self._drain = self.loop.create_future()
-            await asyncio.shield(self._drain)
-            if self.lost.done():
+        while self._drain is not None:  # back-pressure: the transport's buffer is full
+            if not await asyncio.shield(self._drain):
                 raise self.error()
 
 
@@ -387,11 +349,11 @@ class _Channel(asyncio.Protocol):
 
 
 class WebSocket:
-    """A WebSocket on a handler's stream (made by :func:`new_from_stream`).
+    """A WebSocket on a handler's stream, made by :func:`new_from_stream`.
 
     Attributes:
-        protocol: the subprotocol chosen by ``accept()``, or None.
-        extensions: the negotiated ``Sec-WebSocket-Extensions`` value, or None.
+        protocol: the subprotocol ``accept()`` chose, or None.
+        extensions: the ``Sec-WebSocket-Extensions`` value ``accept()`` sent, or None.
     """
 
     def __init__(
@@ -413,29 +375,27 @@ class WebSocket:
 
     @property
     def close_code(self) -> int | None:
-        """The close code (see :class:`ConnectionClosed`), None while open."""
-        closed = self._channel.closed if self._channel else None
-        return closed[0] if closed else None
+        """The close code (as in :class:`ConnectionClosed`); None while open."""
+        return self._channel.closed[0] if self._channel and self._channel.closed else None
 
     @property
     def close_reason(self) -> str | None:
-        """The close reason, None while open."""
-        closed = self._channel.closed if self._channel else None
-        return closed[1] if closed else None
+        """The close reason; None while open."""
+        return self._channel.closed[1] if self._channel and self._channel.closed else None
 
     async def accept(
         self, protocols: list[str] | tuple[str, ...] = (), headers: Headers | None = None
     ) -> None:
-        """Answer the handshake and switch the connection to the WebSocket protocol.
+        """Answer the handshake and switch the connection to WebSocket.
 
         Args:
-            protocols: subprotocols the server speaks; the first one the client offered
-                that is in this list is chosen (RFC 6455 section 4.2.2 item 5.4).
+            protocols: the subprotocols the server speaks; the first one the client offered
+                that is among them is chosen (RFC 6455 section 4.2.2 item 5.4).
             headers: extra response fields (pseudo-headers are ignored).
 
         Raises:
             StreamStateError: already accepted.
-            ConnectionClosed: the client went away during the handshake.
+            ConnectionClosed: the client left during the handshake.
         """
         if self._channel is not None:
             raise StreamStateError("the WebSocket is already accepted")
@@ -460,7 +420,7 @@ class WebSocket:
             await self.stream.write_headers(res, False)
             await self._upgrade.open(self.stream, channel)
         except OSError as exc:
-            raise ConnectionClosed(1006, "client left during the handshake") from exc
+            raise ConnectionClosed(1006, "the client left during the handshake") from exc
         self._channel = channel
         # The task that accepted owns the connection: when it ends, the socket goes too.
         task = asyncio.current_task()
@@ -473,24 +433,21 @@ class WebSocket:
         return self._channel
 
     async def receive(self, timeout: float | None = None) -> str | bytes:
-        """Return the next whole message: ``str`` for text, ``bytes`` for binary.
+        """Return the next whole message: ``str`` (text) or ``bytes`` (binary).
 
         Raises:
-            ConnectionClosed: the WebSocket is closed (messages received before the
-                close are returned first).
+            ConnectionClosed: closed (messages that arrived before are returned first).
             TimeoutError: no message within ``timeout`` seconds.
         """
         async with asyncio.timeout(timeout):
             return await self._open().next_message()
 
     async def send(self, data: str | bytes) -> None:
-        """Send one message: ``str`` as a text frame, bytes-like as a binary frame.
-
-        Waits while the socket's send buffer is over its high-water mark.
+        """Send one message: ``str`` as text, bytes-like as binary; waits while the socket's
+        send buffer is over its high-water mark.
 
         Raises:
-            ConnectionClosed: the WebSocket is closed or closing.
-            TypeError: ``data`` is neither str nor bytes-like.
+            ConnectionClosed: closed or closing. TypeError: neither str nor bytes-like.
         """
         if isinstance(data, str):
             event: Event = TextMessage(data=data)
@@ -504,35 +461,32 @@ class WebSocket:
         """Send a Ping and wait for the peer's Pong (RFC 6455 section 5.5.2).
 
         Raises:
-            ValueError: ``data`` is over 125 bytes (section 5.5).
-            ConnectionClosed: the WebSocket closed before the Pong came.
-            TimeoutError: no Pong within ``timeout`` seconds.
+            ValueError: over 125 bytes (section 5.5). ConnectionClosed: closed before the
+            Pong. TimeoutError: no Pong within ``timeout`` seconds.
         """
         data = bytes(data)
         if len(data) > 125:
             raise ValueError("a ping carries at most 125 bytes")
         channel = self._open()
-        pong = channel.pings.get(data)
-        if pong is None:
-            pong = channel.pings[data] = channel.loop.create_future()
+        pong = channel.pings.setdefault(data, channel.loop.create_future())
         await channel.send(Ping(payload=data))
         async with asyncio.timeout(timeout):
             if not await asyncio.shield(pong):
                 raise channel.error()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close: send a Close, wait up to the close timeout for the peer's, end the socket.
+        """Send a Close, wait up to the close timeout for the peer's, and close the socket.
 
-        Returns when the socket is closed; calling it again just waits for that.
+        Returns once the socket is closed; a second call just waits for that.
 
         Raises:
-            ValueError: a code that may not be sent (RFC 6455 section 7.4) or a reason over
-                123 bytes in UTF-8 (section 5.5).
+            ValueError: a code that may not be sent (RFC 6455 section 7.4), or a reason over
+                123 bytes of UTF-8 (section 5.5).
         """
         if code not in SENDABLE_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"close code {code} may not be sent")
         if len(reason.encode()) > 123:
-            raise ValueError("a close reason is at most 123 bytes in UTF-8")
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
         channel = self._open()
         channel.start_close(code, reason)
         await asyncio.shield(channel.lost)
@@ -542,7 +496,7 @@ class WebSocket:
 
     async def __anext__(self) -> str | bytes:
         """The next message; iteration ends when the WebSocket closes, however it closed
-        (``close_code`` says how): a client going away is not a server error."""
+        (``close_code`` says how): a client going away is no error of the server."""
         try:
             return await self.receive()
         except ConnectionClosed:
@@ -552,5 +506,6 @@ class WebSocket:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Close with 1000, or 1011 (internal error) when the block raised."""
         if self._channel is not None:
             await self.close(1000 if exc_type is None else 1011)
