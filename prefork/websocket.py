@@ -505,7 +505,9 @@ class WebSocket:
     async def __aenter__(self) -> WebSocket:
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Close with 1000, or 1011 (internal error) when the block raised."""
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        """Close with 1000, or 1011 (internal error) when the block raised. A
+        ``ConnectionClosed`` ends the block quietly: a peer that left is no server error."""
         if self._channel is not None:
             await self.close(1000 if exc_type is None else 1011)
+        return exc_type is not None and issubclass(exc_type, ConnectionClosed)

@@ -12,10 +12,12 @@ import asyncio
 import base64
 import hashlib
 import http.client
+import importlib.util
 import os
 import queue
 import socket
 import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -446,3 +448,28 @@ def test_http2_is_not_available_yet_and_accept_comes_first() -> None:
         run_async(ws.receive())
     with pytest.raises(ValueError):
         run_async(ws.close(1006))
+
+
+def test_the_example_echo_server(serve) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "websocket_echo", Path(__file__).parent.parent / "examples" / "websocket_echo.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    running = serve(example.onstream)
+
+    async def client() -> Any:
+        async with connect(url(running), subprotocols=["echo"]) as c:
+            await c.send("hi")
+            return c.subprotocol, await c.recv()
+
+    assert run_async(client()) == ("echo", "hi")
+    conn = http.client.HTTPConnection(running.host, running.port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/")
+        res = conn.getresponse()
+        assert (res.status, res.getheader("content-type")) == (200, "text/html; charset=utf-8")
+        assert b"new WebSocket(" in res.read()
+    finally:
+        conn.close()
