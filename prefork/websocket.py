@@ -37,6 +37,7 @@ __all__ = ["ConnectionClosed", "HandshakeError", "WebSocket", "check_request", "
 MAX_MESSAGE_SIZE = 2**20  # default limit of one received message (bytes; characters of text)
 CLOSE_TIMEOUT = 10.0  # default wait for the peer's Close, then for the last bytes to leave
 QUEUE_LIMIT = 16  # whole messages held unread before the socket stops being read
+INFLATE_STEP = 4096  # compressed bytes given to wsproto at a time (see _Channel.data_received)
 SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})  # section 7.4
 OPEN, LOCAL_CLOSING = ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING
 
@@ -191,8 +192,11 @@ async def new_from_stream(
 class _Channel(asyncio.Protocol):
     """Moves bytes between the socket and wsproto; every way of ending ends in ``lost``."""
 
-    def __init__(self, ws: Connection, max_message_size: int, close_timeout: float) -> None:
+    def __init__(
+        self, ws: Connection, max_message_size: int, close_timeout: float, inflating: bool
+    ) -> None:
         self.ws = ws
+        self.inflating = inflating
         self.max_size = max_message_size
         self.close_timeout = close_timeout
         self.loop = asyncio.get_running_loop()
@@ -211,13 +215,20 @@ class _Channel(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        # wsproto inflates (permessage-deflate) all it is given at once: small slices bound
+        # what a compression bomb can grow to (about 1000 times a slice) between size checks.
+        step = INFLATE_STEP if self.inflating else len(data)
+        for start in range(0, len(data), step):
+            self._feed(data[start : start + step])
+
+    def eof_received(self) -> bool:
+        self._feed(None)  # wsproto: an end without a Close frame is 1006
+        return False
+
+    def _feed(self, data: bytes | None) -> None:
         if self.ws.state in (OPEN, LOCAL_CLOSING):
             self.ws.receive_data(data)
             self._process()
-
-    def eof_received(self) -> bool:
-        self.data_received(None)  # type: ignore[arg-type]  # wsproto: no Close frame is 1006
-        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -414,8 +425,10 @@ class WebSocket:
         for name, value, never_index in headers or ():
             if not name.startswith(":"):
                 res.append(name, value, never_index)
-        ws = Connection(ConnectionType.SERVER, [e for e in supported if e.enabled()])
-        channel = _Channel(ws, max_size, close_timeout)
+        enabled = [e for e in supported if e.enabled()]
+        channel = _Channel(
+            Connection(ConnectionType.SERVER, enabled), max_size, close_timeout, bool(enabled)
+        )
         try:
             await self.stream.write_headers(res, False)
             await self._upgrade.open(self.stream, channel)

@@ -473,3 +473,20 @@ def test_the_example_echo_server(serve) -> None:
         assert b"new WebSocket(" in res.read()
     finally:
         conn.close()
+
+
+def test_a_compression_bomb_closes_1009(serve) -> None:
+    running, seen = echo_server(serve, max_message_size=2**20)
+    bomb = bytes(64 * 2**20)  # 64 MiB of zeros: about 64 KiB once deflated
+
+    async def client() -> Any:
+        async with connect(url(running), max_size=None) as c:
+            assert c.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            await c.send(bomb)
+            with pytest.raises(ClientClosed):
+                await c.recv()
+            return c.close_code
+
+    assert run_async(client()) == 1009
+    assert seen.get(timeout=TIMEOUT)[0] == "accepted"
+    assert seen.get(timeout=TIMEOUT)[:2] == ("closed", 1009)
