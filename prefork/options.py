@@ -41,6 +41,10 @@ class ServerOptions:
     max_head_size: int = 65536
     max_body_size: int | None = None
     backlog: int = 1024
+    h2_max_concurrent_streams: int = 100
+    h2_initial_window_size: int = 65535
+    h2_max_frame_size: int = 16384
+    h2_max_header_list_size: int = 65536
 
     @property
     def limits(self) -> Limits:
@@ -142,8 +146,6 @@ def parse_server_options(options: dict[str, Any], *, listening: bool = False) ->
     version = opts.get("version")
     if isinstance(version, bool) or version not in VERSIONS:
         raise ValueError(f"option 'version' must be one of None, 1.0, 1.1, 2; got {version!r}")
-    if version == 2:
-        raise ValueError("option 'version': HTTP/2 is not built into this version of prefork yet")
     if version is not None:
         opts["version"] = float(version)
     cq = opts.get("cq")
@@ -154,9 +156,27 @@ def parse_server_options(options: dict[str, Any], *, listening: bool = False) ->
     for name in ("max_request_line", "max_header_count", "max_head_size", "backlog"):
         if name in opts:
             _integer(name, opts[name])
+    _check_h2_settings(opts)
     if opts.get("max_body_size") is not None:
         _integer("max_body_size", opts["max_body_size"], minimum=0)
     return ServerOptions(**opts)
+
+
+# RFC 9113 section 6.5.2: the ranges each HTTP/2 setting may take.
+_H2_RANGES = {
+    "h2_max_concurrent_streams": (1, 2**31 - 1),
+    "h2_initial_window_size": (65535, 2**31 - 1),  # smaller would slow every upload
+    "h2_max_frame_size": (16384, 2**24 - 1),
+    "h2_max_header_list_size": (1024, 2**31 - 1),
+}
+
+
+def _check_h2_settings(opts: dict[str, Any]) -> None:
+    for name, (low, high) in _H2_RANGES.items():
+        if name in opts:
+            _integer(name, opts[name], minimum=low)
+            if opts[name] > high:
+                raise ValueError(f"option {name!r} must be <= {high}, got {opts[name]!r}")
 
 
 def parse_listen_options(options: dict[str, Any]) -> ListenOptions:

@@ -22,6 +22,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
+from prefork.aio import http2
 from prefork.aio.h1stream import CLOSED, LINGERING, OPEN, SETUP, TAKEN, H1Stream, _error_response
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
@@ -154,6 +155,8 @@ class H1Connection(asyncio.Protocol):
     def _on_request(self, event: http1.Request) -> None:
         self._deadline = None  # the handler's time is its own
         info = http1.describe_request(event, self.scheme)
+        if info.headers.has("http2-settings") and http2.upgrade_h2c(self, info):
+            return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
         stream = self._stream = H1Stream(self, info)
         self.server.add_stream(stream)
 

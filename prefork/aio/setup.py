@@ -2,15 +2,23 @@
 
 The seed's ``tls`` option decides (DESIGN.md section 2, "Connection set-up"):
 
-* False: plaintext HTTP/1 at once (a ClientHello then gets the HTTP/1 parser's 400).
-* True: TLS (:class:`~prefork.aio.tls.TLSProtocol`), then HTTP/1 inside it.
+* False: plaintext (a ClientHello then gets the HTTP/1 parser's 400).
+* True: TLS (:class:`~prefork.aio.tls.TLSProtocol`), then HTTP inside it.
 * None: :class:`SniffingProtocol` keeps the first bytes until they tell a ClientHello from
   plaintext (:func:`~prefork.protocol.tls.looks_like_tls`), then hands the socket and the kept
   bytes to one or the other. Sniffing and the handshake share one ``connection_setup_timeout``.
 
+Then the HTTP version (DESIGN.md section 2, steps 3 and 5): ALPN ``h2`` means HTTP/2, another
+ALPN result HTTP/1; without one, :class:`PrefaceSniffer`, an HTTP/1 connection, looks at the
+first bytes and hands over to HTTP/2 if they are the 24-byte preface (prior knowledge, RFC
+9113 section 3.3).
+``version=2`` skips the sniff: everything is HTTP/2, and a bad preface gets GOAWAY.
+``version`` 1.0 or 1.1 skips it too: everything is HTTP/1.
+
 The TLS context is the ``ctx`` option, or one generated once per server with a self-signed
 certificate (made when the first TLS client arrives if ``tls`` is None, so a server that only
-ever sees plaintext makes none and logs nothing). HTTP/2 will plug in by ALPN in ``app``.
+ever sees plaintext makes none and logs nothing). Its ALPN list offers ``h2`` unless
+``version`` is 1.0 or 1.1.
 """
 
 from __future__ import annotations
@@ -18,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 
+from prefork.aio.h1stream import TAKEN
 from prefork.aio.http1 import H1Connection
+from prefork.aio.http2 import H2Connection
 from prefork.aio.tls import SetupProtocol, TLSProtocol
 from prefork.protocol import tls
+from prefork.protocol.http2 import preface_match
 
 if TYPE_CHECKING:
     from prefork.server import Server
@@ -38,22 +49,35 @@ TLSFactory = Callable[[float | None], TLSProtocol]
 def connection_factory(server: Server) -> Callable[[], asyncio.Protocol]:
     """The protocol factory for ``loop.connect_accepted_socket`` on ``server``'s sockets."""
     mode = server._options.tls
+    version = server._options.version
+    plain: Callable[[], asyncio.Protocol]
+    if version == 2:
+        plain = lambda: H2Connection(server, fresh=True)  # noqa: E731
+    elif version is None:
+        plain = lambda: PrefaceSniffer(server)  # noqa: E731
+    else:
+        plain = lambda: H1Connection(server)  # noqa: E731
     if mode is False:
-        return lambda: H1Connection(server)
+        return plain
     contexts = _Contexts(server)
     if mode:
         contexts.get()  # TLS only: make (and warn about) a generated context at start-up
 
     def app(connection: SSL.Connection) -> asyncio.Protocol:
-        # ALPN chose http/1.1, http/1.0 or nothing (alpn_protocols offers no h2 yet): HTTP/1.
-        return H1Connection(server, tls=connection)
+        alpn = connection.get_alpn_proto_negotiated()
+        if alpn == b"h2" or version == 2:
+            return H2Connection(server, tls=connection)
+        if alpn or version is not None:
+            return H1Connection(server, tls=connection)
+        # No ALPN: prior knowledge is possible (RFC 9113 section 3.3).
+        return PrefaceSniffer(server, connection)
 
     def https(deadline: float | None) -> TLSProtocol:
         return TLSProtocol(server, contexts.get(), app, deadline)
 
     if mode:
         return lambda: https(None)
-    return lambda: SniffingProtocol(server, https)
+    return lambda: SniffingProtocol(server, https, plain)
 
 
 class _Contexts:
@@ -68,7 +92,8 @@ class _Contexts:
         if ctx is None:
             server = self._server
             host = server._bind.host if server._bind is not None else None
-            ctx = self._ctx = tls.default_context(host, tls.alpn_protocols(server._options.version))
+            alpn = tls.alpn_protocols(server._options.version)  # h2: see docs/http2.md
+            ctx = self._ctx = tls.default_context(host, alpn)
             log.warning(
                 "TLS with a generated self-signed certificate for %s: clients will not trust "
                 "it; pass ctx= with a real certificate (see docs/tls.md)",
@@ -80,9 +105,12 @@ class _Contexts:
 class SniffingProtocol(SetupProtocol):
     """``tls=None``: read until the first bytes say TLS or plaintext, then hand over."""
 
-    def __init__(self, server: Server, https: TLSFactory) -> None:
+    def __init__(
+        self, server: Server, https: TLSFactory, plain: Callable[[], asyncio.Protocol]
+    ) -> None:
         super().__init__(server)
         self._https = https
+        self._plain = plain
         self._first = b""
 
     def data_received(self, data: bytes) -> None:
@@ -91,13 +119,56 @@ class SniffingProtocol(SetupProtocol):
         if verdict is None:
             return  # at most five bytes in: a ClientHello arrives whole in practice
         proto: asyncio.Protocol
-        proto = self._https(self.deadline) if verdict else H1Connection(self.server)
-        transport = self.transport
-        transport.set_protocol(proto)
-        proto.connection_made(transport)  # the server counts it now...
-        self._setup_done(handed_over=True)  # ...so this one can stop counting
-        if not transport.is_closing():  # the server may have closed in the meantime
-            proto.data_received(first)
+        proto = self._https(self.deadline) if verdict else self._plain()
+        _hand_over(self, proto, first)
 
     def eof_received(self) -> bool:
         return False  # nothing said yet, nothing owed: close
+
+
+class PrefaceSniffer(H1Connection):
+    """HTTP/1, unless the first bytes are the HTTP/2 preface (prior knowledge, ``version`` None).
+
+    An ``H1Connection`` that looks at its first bytes: the HTTP/1 path costs one prefix test
+    and no extra protocol object. A request line starting with ``P`` (``POST``, ``PUT``)
+    differs from ``PRI *`` within a few bytes; anything else is decided by its first byte.
+    """
+
+    def __init__(self, server: Server, tls: Any = None) -> None:
+        super().__init__(server, tls)
+        self._first: bytes | None = b""
+
+    def data_received(self, data: bytes) -> None:
+        first = self._first
+        if first is not None:
+            first += data
+            verdict = preface_match(first)
+            if verdict is None:
+                self._first = first  # a prefix of the preface: at most 23 bytes kept
+                return
+            self._first = None
+            if verdict:
+                self._switch(first)
+                return
+            data = first
+        super().data_received(data)
+
+    def _switch(self, first: bytes) -> None:
+        self._state = TAKEN  # this HTTP/1 side stands down (its timer too)
+        transport = self.transport
+        proto = H2Connection(self.server, self.tls)
+        transport.set_protocol(proto)
+        proto.connection_made(transport)  # the server counts it now...
+        self.server._untrack(self)  # ...so this one can stop counting
+        if not transport.is_closing():
+            proto.data_received(first)
+
+
+def _hand_over(setup: SetupProtocol, proto: asyncio.Protocol, first: bytes) -> None:
+    """Give the socket and the bytes read so far to the protocol that serves it."""
+    transport = setup.transport
+    transport.set_protocol(proto)
+    proto.connection_made(transport)  # the server counts it now...
+    setup._setup_done(handed_over=True)  # ...so this one can stop counting
+    if not transport.is_closing():  # the server may have closed in the meantime
+        proto.data_received(first)

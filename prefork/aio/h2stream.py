@@ -1,0 +1,327 @@
+"""The HTTP/2 stream: one request and its response on an :class:`~prefork.aio.http2.H2Connection`.
+
+The same contract as :class:`~prefork.aio.h1stream.H1Stream` (docs/stream.md); what differs
+is underneath. A stream is fed by its connection (``_feed``, ``_feed_trailers``,
+``_feed_end``, ``_reset_by_peer``, ``_lost``); each body read returns the window it frees to
+the client (RFC 9113 section 5.2), so a handler that does not read stops its own stream only;
+``write_chunk`` waits for send window (RFC 9113 section 6.9). HTTP/1 framing questions do
+not arise: DATA frames and END_STREAM delimit the body (RFC 9113 section 8.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from h2.errors import ErrorCodes
+from hpack import HeaderTuple, NeverIndexedHeaderTuple
+
+from prefork.aio.h1stream import _status
+from prefork.errors import ProtocolError, StreamStateError
+from prefork.headers import Headers
+from prefork.protocol import http1
+from prefork.stream import Stream
+
+if TYPE_CHECKING:
+    from prefork.aio.http2 import H2Connection
+
+# RFC 9113 section 8.2.2: connection-specific fields are malformed in HTTP/2; a handler
+# written for HTTP/1 may set them, so they are dropped rather than refused.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
+
+
+class H2Stream(Stream):
+    """One request and its response on an HTTP/2 connection (the contract: docs/stream.md).
+
+    Attributes:
+        stream_id: the HTTP/2 stream identifier.
+        status: the final status written (None before the response head), for access logs.
+        bytes_sent: response body bytes written so far.
+    """
+
+    peer_version = 2.0
+
+    def __init__(
+        self, connection: H2Connection, stream_id: int, headers: Headers, body_done: bool = False
+    ) -> None:
+        super().__init__()
+        self.connection = connection
+        self.stream_id = stream_id
+        self._headers = headers
+        self._head_request = headers.get(":method") == "HEAD"
+        self._chunks: deque[bytes] = deque()
+        self._unacked = 0
+        self._body_done = body_done
+        self._trailers: Headers | None = None
+        self._read_error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._headers_read = 0
+        self._want_all = False
+        self._head_sent = False
+        self._no_body = False
+        self._length_left: int | None = None
+        self._response_done = False
+        self._reset = False
+        self._task: asyncio.Task[None] | None = None
+        self.status: int | None = None
+        self.bytes_sent = 0
+
+    def __repr__(self) -> str:
+        h = self._headers
+        return f"<prefork.H2Stream {self.stream_id} {h.get(':method')} {h.get(':path')}>"
+
+    # -- fed by the connection -------------------------------------------------------------------
+
+    def _feed(self, data: bytes, flow_controlled: int) -> None:
+        self._chunks.append(data)
+        self._unacked += flow_controlled
+        if self._want_all:  # the body is kept whole for the caller: no back-pressure
+            self._ack()
+        self._wake()
+
+    def _feed_trailers(self, raw: Any) -> None:
+        self._trailers = Headers(
+            (n.decode("latin-1"), v.decode("latin-1")) for n, v in raw if n[:1] != b":"
+        )
+
+    def _feed_end(self) -> None:
+        self._body_done = True
+        self._wake()
+
+    def _reset_by_peer(self, code: int) -> None:
+        self._reset = True
+        if not self._body_done:
+            self._read_error = ConnectionResetError(f"client reset the stream ({code})")
+        self._wake()
+
+    def _lost(self) -> None:
+        self._reset = True
+        if not self._body_done and self._read_error is None:
+            self._read_error = ConnectionResetError("client closed the connection")
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        waiter = self._waiter = self.connection.loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        finally:
+            self._waiter = None
+
+    def _ack(self) -> None:
+        if self._unacked:
+            self.connection._ack(self.stream_id, self._unacked)
+            self._unacked = 0
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def get_headers(self, timeout: float | None = None) -> Headers | None:
+        """Request headers on the first call; the trailers (None if none) once the body ended."""
+        self._headers_read += 1
+        if self._headers_read == 1:
+            return self._headers
+        if self._headers_read > 2:
+            return None
+        self._want_all = True  # the caller skips to the trailers: keep the body for later reads
+        self._ack()
+        while not self._body_done:
+            if self._read_error is not None:
+                raise self._read_error
+            await self._wait(timeout)
+        return self._trailers
+
+    async def _read_chunk(self, timeout: float | None) -> bytes | None:
+        chunks = self._chunks
+        while not chunks:
+            if self._read_error is not None:
+                raise self._read_error
+            if self._body_done:
+                return None
+            await self._wait(timeout)
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._ack()  # the handler took it: the client may send as much again
+        return data
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    async def write_continue(self, timeout: float | None = None) -> None:
+        """Nothing to do: an HTTP/2 client sends its body without waiting for ``100``
+        (RFC 9113 section 8.1 allows it; clients that wait give up after a short time)."""
+        await self.connection._wait_writable(timeout)
+
+    async def write_headers(
+        self, headers: Headers, end_stream: bool, timeout: float | None = None
+    ) -> None:
+        """Send the response head; 1xx heads may come first; after the head, trailers.
+
+        Raises:
+            ValueError: missing or bad ``:status`` (``101`` has no place in HTTP/2, RFC 9113
+                section 8.6), or a field that cannot be sent.
+            StreamStateError: the response is already complete, or non-final trailers.
+            BrokenPipeError: the stream was reset or the connection is closed.
+        """
+        if self._response_done:
+            raise StreamStateError("the response is already complete")
+        conn = self.connection
+        if self._head_sent:
+            if not end_stream:
+                raise StreamStateError("headers after the response head are trailers: end_stream")
+            if self._length_left:
+                raise ValueError(f"body ended {self._length_left} bytes short of content-length")
+            conn._send_headers(self, _fields(headers, trailers=True), True)
+            self._complete()
+            return
+        status = _status(headers)
+        if status < 200:
+            if status == 101:
+                raise ValueError("101 Switching Protocols does not exist in HTTP/2")
+            conn._send_headers(self, _fields(headers), False)
+            await conn._wait_writable(timeout)
+            return
+        fields = _fields(headers)
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit() or len(headers.get_as_sequence("content-length")) > 1:
+                raise ValueError(f"bad content-length {length!r}")
+            self._length_left = int(length)
+        if headers.get("date") is None:
+            fields.append(HeaderTuple(b"date", conn.server._date().encode("ascii")))
+        # RFC 9110 sections 9.3.2, 15.3.5, 15.4.5: no body for HEAD, 204 and 304
+        self._no_body = self._head_request or status in (204, 304)
+        if self._no_body:
+            self._length_left = None
+        self.status = status
+        self._head_sent = True
+        conn._send_headers(self, fields, end_stream)
+        if end_stream:
+            self._complete()
+        elif conn._write_paused:
+            await conn._wait_writable(timeout)
+
+    async def write_chunk(
+        self, data: bytes, end_stream: bool, timeout: float | None = None
+    ) -> None:
+        """Send body bytes, waiting for flow-control window; ``end_stream`` finishes.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            ValueError: more (or, at the end, fewer) bytes than the head's content-length.
+            StreamStateError: no head written yet, or the response is complete.
+            BrokenPipeError: the stream was reset or the connection is closed.
+            TimeoutError: no window opened within ``timeout``.
+        """
+        if not self._head_sent or self._response_done:
+            raise StreamStateError("write_headers first" if not self._head_sent else "complete")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"body data must be bytes, not {type(data).__name__}")
+        size = len(data)
+        left = self._length_left
+        if left is not None:
+            if size > left or (end_stream and size != left):
+                raise ValueError(f"content-length is {left} more bytes, got {size}")
+            self._length_left = left - size
+        self.bytes_sent += size
+        conn = self.connection
+        if self._no_body:
+            data = b""
+        async with asyncio.timeout(timeout):
+            await conn._send_data(self, data, end_stream)
+            if end_stream:
+                self._complete()
+            elif conn._write_paused:
+                await conn._wait_writable(None)
+
+    def _complete(self) -> None:
+        self._response_done = True
+        conn = self.connection
+        if not self._body_done:
+            # RFC 9113 section 8.1: a complete response may end a request still being sent
+            # with RST_STREAM(NO_ERROR); the client then stops sending the body.
+            self._body_done = True
+            conn._reset_stream(self, ErrorCodes.NO_ERROR)
+        conn._stream_done(self)
+
+    # -- HTTP/2 only -------------------------------------------------------------------------------
+
+    async def push_promise(self, headers: Headers, timeout: float | None = None) -> H2Stream:
+        """Promise a response to the request ``headers`` (RFC 9113 section 8.4).
+
+        Returns:
+            The pushed stream: write its response with ``write_headers``/``write_chunk``.
+
+        Raises:
+            StreamStateError: the client disabled push (``SETTINGS_ENABLE_PUSH`` 0), or this
+                stream's response is complete.
+        """
+        if self._response_done or self._reset:
+            raise StreamStateError("cannot push on a finished stream")
+        return self.connection._push(self, headers)
+
+    def rst_stream(self, code: int = ErrorCodes.CANCEL) -> None:
+        """Reset the stream with ``code`` (RFC 9113 section 6.4); it cannot be used again."""
+        if self._reset:
+            return
+        self._response_done = self._body_done = True
+        self.connection._reset_stream(self, code)
+        self.connection._stream_done(self)
+
+    # -- ending -----------------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """End the exchange: 503 if no response was written (a request error's status when
+        reading failed); an unfinished response is cut off with RST_STREAM(INTERNAL_ERROR)."""
+        self._end(503)
+
+    def _end(self, status: int) -> None:
+        if self._response_done or self._reset:
+            return
+        if self._head_sent:
+            self.rst_stream(ErrorCodes.INTERNAL_ERROR)
+            return
+        error = self._read_error
+        if isinstance(error, ProtocolError):
+            status = error.status
+        elif isinstance(error, OSError):
+            self.rst_stream(ErrorCodes.CANCEL)
+            return
+        body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
+        fields = [
+            HeaderTuple(b":status", str(status).encode("ascii")),
+            HeaderTuple(b"content-type", b"text/plain; charset=utf-8"),
+            HeaderTuple(b"content-length", str(len(body)).encode("ascii")),
+            HeaderTuple(b"date", self.connection.server._date().encode("ascii")),
+        ]
+        self.status = status
+        self._head_sent = True
+        try:
+            self.connection._send_error(self, fields, b"" if self._head_request else body)
+        except BrokenPipeError:
+            return
+        self._complete()
+
+
+def _fields(headers: Headers, trailers: bool = False) -> list[Any]:
+    """Headers as hpack tuples: validated, hop-by-hop fields dropped, never-index kept."""
+    out: list[Any] = []
+    for name, value, never in headers.each():
+        if name[0] == ":":
+            if not trailers and name == ":status":  # RFC 9113 section 8.3: pseudo first
+                out.insert(0, HeaderTuple(b":status", value.encode("ascii")))
+            continue  # RFC 9113 section 8.1: trailers carry no pseudo-headers
+        if name in _HOP_BY_HOP:
+            continue
+        else:
+            http1._check_field(name, value)
+        pair = (name.encode("latin-1"), value.encode("latin-1"))
+        out.append(NeverIndexedHeaderTuple(*pair) if never else HeaderTuple(*pair))
+    return out

@@ -1,0 +1,503 @@
+"""One HTTP/2 connection on asyncio: bytes between the socket and :class:`H2Protocol`.
+
+:class:`H2Connection` is an ``asyncio.Protocol`` like :class:`~prefork.aio.http1.H1Connection`:
+received bytes go to the sans-I/O :class:`~prefork.protocol.http2.H2Protocol`, each new
+request becomes an :class:`~prefork.aio.h2stream.H2Stream` handed to the server (which runs
+``onstream`` in a task of its own, so streams never wait for each other), and what h2 queues
+is written once per loop iteration. It owns the connection's one deadline:
+``connection_setup_timeout`` until the first bytes when nothing came before,
+``intra_stream_timeout`` while no stream is open.
+
+Flow control (RFC 9113 section 5.2): a stream's body is returned to the client's window as
+its handler reads it, so an idle handler stops its own stream; the connection window is
+opened wide at start (``H2Protocol``) so that it never holds the others. Writers wait for
+send window per stream, and for the transport while its buffer is over the high-water mark.
+
+``close_gracefully()`` (``Server.close()``) sends GOAWAY with the last stream taken: those
+finish, later ones are refused (RFC 9113 section 6.8), and the connection closes when the
+last open stream is done. :func:`upgrade_h2c` turns an HTTP/1.1 ``Upgrade: h2c`` request
+into stream 1 of a new HTTP/2 connection (RFC 7540 section 3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+from typing import TYPE_CHECKING, Any
+
+import h2.events as ev
+import h2.exceptions
+from h2.connection import ConnectionState
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from hpack import HeaderTuple
+
+from prefork.aio import http1 as _http1  # a module import: http1 imports this one too
+from prefork.aio.h1stream import TAKEN
+from prefork.aio.h2stream import H2Stream, _fields
+from prefork.errors import StreamStateError
+from prefork.headers import Headers
+from prefork.protocol.http2 import ConnectionClosed, H2Protocol, Settings, goaway_frame
+from prefork.protocol.http2 import request_headers as _request_headers
+
+if TYPE_CHECKING:
+    from prefork.aio.http1 import H1Connection
+    from prefork.protocol.http1 import RequestInfo
+    from prefork.server import Server
+
+# RFC 7540 section 3.2.1 (kept by RFC 9113 for h2c): these belong to the HTTP/1 hop.
+_UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive"})
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+def settings_of(server: Server) -> Settings:
+    """The local SETTINGS from the server's ``h2_*`` options."""
+    o = server._options
+    return Settings(
+        o.h2_max_concurrent_streams,
+        o.h2_initial_window_size,
+        o.h2_max_frame_size,
+        o.h2_max_header_list_size,
+    )
+
+
+class H2Connection(asyncio.Protocol):
+    """An HTTP/2 server connection (the stream's ``connection`` attribute).
+
+    Attributes:
+        version: 2, the HTTP version this side speaks.
+    """
+
+    version = 2
+
+    def __init__(
+        self,
+        server: Server,
+        tls: Any = None,
+        *,
+        fresh: bool = False,
+        upgrade: tuple[bytes, Headers] | None = None,
+    ) -> None:
+        self.server = server
+        self.loop = server._get_loop()
+        self.tls = tls
+        self.scheme = "http" if tls is None else "https"
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._proto = H2Protocol(settings_of(server), upgrade[0] if upgrade else None)
+        self.h2 = self._proto.conn
+        self._upgrade = upgrade
+        self._fresh = fresh  # nothing received yet: the set-up deadline applies
+        self._streams: dict[int, H2Stream] = {}
+        self._windows: dict[int, asyncio.Future[None]] = {}
+        self._closed = False
+        self._peer_eof = False
+        self._last_stream = 2**31 - 1  # streams above it are refused (after our GOAWAY)
+        self._goaway_sent = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<prefork.H2Connection peer={self.peername()!r} streams={len(self._streams)}>"
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        opts = self.server._options
+        self._arm(opts.connection_setup_timeout if self._fresh else opts.intra_stream_timeout)
+        if self._upgrade is not None:  # RFC 7540 section 3.2: the request is stream 1
+            self._open_stream(1, self._upgrade[1], body_done=True)
+        self._flush()
+        self.server._connection_made(self)  # type: ignore[arg-type]  # may close_gracefully() a closing server at once
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._fresh:
+            self._fresh = False
+            if not self._streams:
+                self._arm(self.server._options.intra_stream_timeout)
+        try:
+            events = self._proto.receive_data(data, self.loop.time())
+        except ConnectionClosed:
+            self._flush()  # the GOAWAY h2 or the defences queued
+            self.transport.close()
+            return
+        try:
+            for event in events:
+                handler = _HANDLERS.get(type(event))
+                if handler is not None:
+                    handler(self, event)
+        except Exception as exc:  # a bug of ours: drop this connection, report, keep serving
+            self.transport.abort()
+            self.server._report(self, "get_next_incoming_stream", exc)
+            return
+        self._flush()
+
+    def eof_received(self) -> bool:
+        if not self._streams:
+            return False  # nothing owed: the transport closes
+        self._peer_eof = True  # responses still owed go out; then close
+        for stream in self._streams.values():
+            if not stream._body_done:
+                stream._lost()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._lost()
+        self._wake_windows(None)
+        self._wake_writers()
+        self.server._connection_lost(self)  # type: ignore[arg-type]
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writers()
+
+    # -- h2 events ---------------------------------------------------------------------------
+
+    def _open_stream(self, stream_id: int, headers: Headers, body_done: bool = False) -> None:
+        stream = H2Stream(self, stream_id, headers, body_done)
+        self._streams[stream_id] = stream
+        self._deadline = None  # the handler's time is its own
+        self.server.add_stream(stream)  # type: ignore[arg-type]
+
+    def _on_request(self, event: ev.RequestReceived) -> None:
+        sid = event.stream_id
+        if sid > self._last_stream:
+            # RFC 9113 section 6.8: opened after our GOAWAY; the client may retry elsewhere.
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        self._open_stream(sid, _request_headers(event.headers))
+
+    def _on_data(self, event: ev.DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None or stream._response_done:
+            # nobody will read it: give the window back at once
+            self._ack(event.stream_id, event.flow_controlled_length)
+        else:
+            stream._feed(event.data, event.flow_controlled_length)
+
+    def _on_trailers(self, event: ev.TrailersReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._feed_trailers(event.headers)
+
+    def _on_end(self, event: ev.StreamEnded) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._feed_end()
+
+    def _on_reset(self, event: ev.StreamReset) -> None:
+        stream = self._streams.pop(event.stream_id, None)
+        if stream is not None:
+            stream._reset_by_peer(int(event.error_code))
+            self._wake_windows(event.stream_id)
+            self._check_idle()
+
+    def _on_window(self, event: ev.WindowUpdated) -> None:
+        self._wake_windows(event.stream_id or None)
+
+    def _on_settings(self, event: ev.RemoteSettingsChanged) -> None:
+        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+            self._wake_windows(None)  # RFC 9113 section 6.9.2: every stream window moved
+
+    def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
+        # h2 allows no more frames after the peer's GOAWAY: what is left cannot be answered.
+        self._flush()
+        self.transport.close()
+
+    # -- for streams ---------------------------------------------------------------------------
+
+    def _check(self, stream: H2Stream) -> None:
+        if stream._reset or self._closed or self.transport.is_closing():
+            raise BrokenPipeError("stream reset" if stream._reset else "connection closed")
+
+    def _h2_error(self, exc: Exception) -> Exception:
+        if isinstance(exc, h2.exceptions.StreamClosedError) or (
+            self.h2.state_machine.state is ConnectionState.CLOSED
+        ):
+            return BrokenPipeError(str(exc))
+        return ValueError(str(exc))
+
+    def _send_headers(self, stream: H2Stream, fields: list[Any], end_stream: bool) -> None:
+        self._check(stream)
+        try:
+            self.h2.send_headers(stream.stream_id, fields, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            raise self._h2_error(exc) from None
+        self._flush_soon()
+
+    async def _send_data(self, stream: H2Stream, data: Any, end_stream: bool) -> None:
+        """Send ``data`` in frames as the stream's send window allows (RFC 9113 section 6.9)."""
+        view = memoryview(data)
+        sid = stream.stream_id
+        h2c = self.h2
+        while True:
+            self._check(stream)
+            size = len(view)
+            if not size and not end_stream:
+                return
+            try:
+                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+                if size and window <= 0:
+                    await self._wait_window(sid)
+                    continue
+                n = min(window, size)
+                last = n == size
+                h2c.send_data(sid, bytes(view[:n]), end_stream=end_stream and last)
+            except h2.exceptions.ProtocolError as exc:
+                raise self._h2_error(exc) from None
+            if last:
+                self._flush_soon()
+                return
+            view = view[n:]
+
+    async def _wait_window(self, stream_id: int) -> None:
+        self._flush()  # what fits must leave before waiting: it is what opens the window
+        waiter = self._windows[stream_id] = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._windows.pop(stream_id, None)
+
+    def _wake_windows(self, stream_id: int | None) -> None:
+        if stream_id is None:
+            waiters = list(self._windows.values())
+        else:
+            one = self._windows.get(stream_id)
+            waiters = [one] if one is not None else []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _send_error(self, stream: H2Stream, fields: list[Any], body: bytes) -> None:
+        """A whole small response at once (no waiting: ``shutdown`` is not awaited)."""
+        self._check(stream)
+        try:
+            if body and self.h2.local_flow_control_window(stream.stream_id) < len(body):
+                fields[2] = HeaderTuple(b"content-length", b"0")
+                body = b""
+            self.h2.send_headers(stream.stream_id, fields, end_stream=not body)
+            if body:
+                self.h2.send_data(stream.stream_id, body, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            raise BrokenPipeError(str(exc)) from None
+        self._flush_soon()
+
+    def _ack(self, stream_id: int, size: int) -> None:
+        """Return ``size`` bytes of window: the handler consumed them (RFC 9113 6.9)."""
+        if self._closed:
+            return
+        try:
+            self.h2.acknowledge_received_data(size, stream_id)
+        except h2.exceptions.ProtocolError:
+            return  # the stream or the connection is over: no window to return
+        self._flush_soon()
+
+    def _reset_stream(self, stream: H2Stream, code: int) -> None:
+        stream._reset = True
+        self._wake_windows(stream.stream_id)
+        if self._closed:
+            return
+        try:
+            self.h2.reset_stream(stream.stream_id, code)
+        except h2.exceptions.ProtocolError:
+            return  # already closed on both sides
+        self._flush_soon()
+
+    def _push(self, stream: H2Stream, headers: Headers) -> H2Stream:
+        self._check(stream)
+        if not self.h2.remote_settings.enable_push:
+            raise StreamStateError("the client disabled server push (SETTINGS_ENABLE_PUSH 0)")
+        promised = self.h2.get_next_available_stream_id()
+        pseudo = [
+            HeaderTuple(n.encode("latin-1"), v.encode("latin-1"))
+            for n, v, _ in headers.each()
+            if n[0] == ":"
+        ]
+        try:
+            self.h2.push_stream(stream.stream_id, promised, pseudo + _fields(headers)[1:])
+        except h2.exceptions.ProtocolError as exc:
+            raise self._h2_error(exc) from None
+        pushed = H2Stream(self, promised, headers, body_done=True)
+        self._streams[promised] = pushed
+        self._flush_soon()
+        return pushed
+
+    def _stream_done(self, stream: H2Stream) -> None:
+        self._streams.pop(stream.stream_id, None)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._streams or self._closed:
+            return
+        if self._goaway_sent or self._peer_eof:
+            self._flush()
+            self.transport.close()
+        else:
+            self._arm(self.server._options.intra_stream_timeout)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        data = self.h2.data_to_send()
+        if data and not self._closed:
+            self.transport.write(data)
+
+    def _flush_soon(self) -> None:
+        # Frames queued in one loop iteration (a head and its body) leave in one write.
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    async def _wait_writable(self, timeout: float | None) -> None:
+        while self._write_paused and not self._closed:
+            if self._drain is None:
+                self._drain = self.loop.create_future()
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._drain)
+        if self._closed or self.transport.is_closing():
+            raise BrokenPipeError("connection closed")
+
+    def _wake_writers(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- closing and deadlines -------------------------------------------------------------------
+
+    def close_gracefully(self) -> None:
+        """GOAWAY: open streams finish, new ones are refused; close after the last."""
+        if self._closed or self.transport.is_closing():
+            return
+        if not self._goaway_sent:
+            self._goaway_sent = True
+            self._last_stream = self.h2.highest_inbound_stream_id
+            self._flush()
+            self.transport.write(goaway_frame(self._last_stream))
+        self._check_idle()
+
+    def close(self) -> None:
+        """Close the connection now (buffered output is still flushed)."""
+        if not self._closed:
+            self._flush()
+            self.transport.close()
+
+    def _arm(self, seconds: float) -> None:
+        if math.isinf(seconds):
+            self._deadline = None
+            return
+        deadline = self._deadline = self.loop.time() + seconds
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        # One timer, re-armed lazily, as in H1Connection.
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._closed or self._streams:
+            return
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        self._proto.close(ErrorCodes.NO_ERROR)  # idle: GOAWAY, then close (RFC 9113 6.8)
+        self._flush()
+        self.transport.close()
+
+    # -- lua-http connection methods -------------------------------------------------------------
+
+    def peername(self) -> tuple:
+        """``(family, address, port)`` of the client, ``(AF_UNIX, path)`` on a Unix socket."""
+        return _http1._name(self.transport, "peername")
+
+    def localname(self) -> tuple:
+        """``(family, address, port)`` of this end, ``(AF_UNIX, path)`` on a Unix socket."""
+        return _http1._name(self.transport, "sockname")
+
+    def checktls(self) -> Any:
+        """The TLS connection (``OpenSSL.SSL.Connection``); None on a plain connection."""
+        return self.tls
+
+    async def take_socket(self) -> Any:
+        """Not possible: the connection carries other streams (RFC 9113 section 5)."""
+        raise ValueError("an HTTP/2 connection cannot be taken over")
+
+
+_HANDLERS: dict[type, Any] = {
+    ev.RequestReceived: H2Connection._on_request,
+    ev.DataReceived: H2Connection._on_data,
+    ev.TrailersReceived: H2Connection._on_trailers,
+    ev.StreamEnded: H2Connection._on_end,
+    ev.StreamReset: H2Connection._on_reset,
+    ev.WindowUpdated: H2Connection._on_window,
+    ev.RemoteSettingsChanged: H2Connection._on_settings,
+    ev.ConnectionTerminated: H2Connection._on_goaway,
+}
+
+
+def upgrade_h2c(h1: H1Connection, info: RequestInfo) -> bool:
+    """Switch ``h1`` to HTTP/2 for an ``Upgrade: h2c`` request (RFC 7540 section 3.2).
+
+    Only a bodyless HTTP/1.1 request on a plain connection of a server that allows HTTP/2,
+    with one valid ``HTTP2-Settings``, is upgraded; anything else is served as HTTP/1.
+
+    Returns:
+        True when the connection now speaks HTTP/2 and the request is its stream 1.
+    """
+    headers = info.headers
+    upgrade = (headers.get_comma_separated("upgrade") or "").lower()
+    if (
+        h1.tls is not None
+        or h1.server._options.version is not None
+        or info.version != 1.1
+        or "h2c" not in {t.strip() for t in upgrade.split(",")}
+        or headers.get("content-length", "0") != "0"
+        or headers.has("transfer-encoding")
+        or len(headers.get_as_sequence("http2-settings")) != 1
+    ):
+        return False
+    value = headers.get("http2-settings") or ""
+    try:
+        settings = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    if len(settings) % 6:
+        return False  # RFC 9113 section 6.5: six bytes per setting
+    request = Headers()
+    for name, field_value, never in headers.each():
+        if name not in _UPGRADE_FIELDS:
+            request.append(name, field_value, never)
+    transport = h1.transport
+    h1._state = TAKEN  # its timer and callbacks stand down
+    data = h1._parser.take_trailing_data()
+    transport.write(_SWITCHING)
+    conn = H2Connection(h1.server, upgrade=(base64.urlsafe_b64encode(settings), request))
+    transport.set_protocol(conn)
+    conn.connection_made(transport)
+    h1.server._untrack(h1)
+    transport.resume_reading()
+    if data:
+        conn.data_received(data)
+    return True

@@ -1,0 +1,289 @@
+"""HTTP/2 for a server, sans-I/O: h2's ``H2Connection`` with prefork's settings and defences.
+
+:class:`H2Protocol` is bytes in, events out, like h2 itself: the caller feeds what it read
+(:meth:`H2Protocol.receive_data`, with the time, since there is no clock here), handles the
+h2 events it gets back, and writes :meth:`H2Protocol.data_to_send`. h2 keeps the protocol
+state (streams, HPACK, flow-control windows); this module adds what h2 leaves to servers:
+
+* the local SETTINGS from the server's options (:class:`Settings`);
+* a connection window large enough that every stream can fill its own window at once, so
+  flow control back-pressures a slow stream and never the connection (RFC 9113 section 5.2);
+* defences, each ending the connection with GOAWAY(ENHANCE_YOUR_CALM) (RFC 9113 section 7):
+  a rate budget for RST_STREAM from the client (rapid reset, CVE-2023-44487), for PING and
+  for SETTINGS frames (each makes us queue an answer, RFC 9113 section 10.5), and a cap on a
+  header block's size across CONTINUATION frames (CVE-2024-27316). h2 only decodes a header
+  block at END_HEADERS and buffers up to 64 CONTINUATION frames until then, up to 1 MiB with
+  16 KiB frames; :class:`_BlockScanner` reads the frame headers on the way in and stops a
+  block at ``max_header_list_size`` bytes. The decoded list is capped by h2 itself (HPACK
+  bomb: ``MAX_HEADER_LIST_SIZE``, answered with GOAWAY(ENHANCE_YOUR_CALM)).
+
+A peer that breaks the protocol gets h2's GOAWAY; :meth:`receive_data` then raises
+:class:`ConnectionClosed` and the caller flushes and closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from h2.events import PingReceived, RemoteSettingsChanged, StreamReset
+from hyperframe.frame import GoAwayFrame
+
+from prefork.headers import Headers
+
+__all__ = [
+    "PREFACE",
+    "Budget",
+    "ConnectionClosed",
+    "H2Protocol",
+    "Settings",
+    "goaway_frame",
+    "preface_match",
+    "request_headers",
+]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 section 3.4
+MAX_WINDOW = 2**31 - 1  # RFC 9113 section 6.9.1
+
+# Defence budgets: (burst, refill per second). Generous for real clients (browsers reset
+# streams when a page is left; pings are rare), tight enough that a flood ends quickly.
+RESET_BUDGET = (200.0, 100.0)
+PING_BUDGET = (50.0, 10.0)
+SETTINGS_BUDGET = (50.0, 10.0)
+
+_HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
+_END_HEADERS = 0x4
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's local HTTP/2 SETTINGS (RFC 9113 section 6.5.2)."""
+
+    max_concurrent_streams: int = 100
+    initial_window_size: int = 65535
+    max_frame_size: int = 16384
+    max_header_list_size: int = 65536
+
+
+class ConnectionClosed(Exception):
+    """The connection is over: GOAWAY (if any) is queued in ``data_to_send``.
+
+    Attributes:
+        error_code: the GOAWAY error code sent (``ErrorCodes``).
+    """
+
+    def __init__(self, message: str, error_code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class Budget:
+    """A token bucket: ``burst`` events at once, then ``rate`` per second."""
+
+    __slots__ = ("_last", "_rate", "_tokens", "burst")
+
+    def __init__(self, burst: float, rate: float) -> None:
+        self.burst = burst
+        self._rate = rate
+        self._tokens = burst
+        self._last = 0.0
+
+    def spend(self, now: float, n: int = 1) -> bool:
+        """Take ``n`` tokens at time ``now``; False when the budget is exhausted."""
+        tokens = min(self.burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens = tokens - n
+        return self._tokens >= 0
+
+
+def preface_match(data: bytes) -> bool | None:
+    """True: ``data`` starts with the HTTP/2 preface; None: too short to tell; False: not it."""
+    if len(data) >= len(PREFACE):
+        return data.startswith(PREFACE)
+    return None if PREFACE.startswith(data) else False
+
+
+def goaway_frame(last_stream_id: int, error_code: int = 0) -> bytes:
+    """A serialized GOAWAY, for a graceful close that keeps h2's streams open (RFC 9113 6.8).
+
+    h2's ``close_connection`` moves its state machine to CLOSED, after which the streams
+    below ``last_stream_id`` could not finish; this frame goes out beside h2 instead.
+    """
+    return GoAwayFrame(0, last_stream_id=last_stream_id, error_code=error_code).serialize()
+
+
+def request_headers(raw: Any) -> Headers:
+    """h2's header list (bytes pairs, pseudo-headers first) as :class:`Headers`.
+
+    ``:authority`` is filled from ``host`` when the client sent only that (RFC 9113 section
+    8.3.1), so handlers see the same fields as from HTTP/1.
+    """
+    headers = Headers()
+    append = headers.append
+    host = None
+    has_authority = False
+    for pair in raw:
+        name = pair[0].decode("latin-1")
+        value = pair[1].decode("latin-1")
+        if name == ":authority":
+            has_authority = True
+        elif name == "host":
+            host = value
+        # hpack's NeverIndexedHeaderTuple (indexable False): the client marked it sensitive
+        append(name, value, True if getattr(pair, "indexable", True) is False else None)
+    if not has_authority and host is not None:
+        fixed = Headers()
+        fixed.append(":authority", host, False)
+        for field in headers.each():
+            fixed.append(*field)
+        return fixed
+    return headers
+
+
+class _BlockScanner:
+    """Walks the frame headers of the incoming byte stream to size header blocks.
+
+    Only 9-byte frame headers are read; payloads are skipped. A header block is a HEADERS
+    (or PUSH_PROMISE) frame without END_HEADERS and the CONTINUATION frames after it (RFC 9113
+    section 6.10); its size is the sum of their payloads.
+    """
+
+    __slots__ = ("_block", "_head", "_skip", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._skip = len(PREFACE)  # h2 strips the preface; it is no frame
+        self._head = b""
+        self._block = -1  # bytes of the open header block, -1: none open
+
+    def feed(self, data: bytes) -> bool:
+        """Scan ``data``; False when a header block grew past ``limit``."""
+        pos = 0
+        end = len(data)
+        while True:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+            if pos >= end:
+                return True
+            need = 9 - len(self._head)
+            self._head += data[pos : pos + need]
+            pos += need
+            if len(self._head) < 9:
+                return True
+            head, self._head = self._head, b""
+            length = int.from_bytes(head[:3], "big")
+            kind, flags = head[3], head[4]
+            if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
+                self._block = max(self._block, 0) + length
+                if self._block > self.limit:
+                    return False
+                if flags & _END_HEADERS:
+                    self._block = -1
+            self._skip = length
+
+
+class H2Protocol:
+    """One server-side HTTP/2 connection: h2 plus settings and defences (module docstring).
+
+    Attributes:
+        conn: the ``h2.connection.H2Connection`` (streams, windows, ``send_*`` methods).
+        settings: the local :class:`Settings`.
+    """
+
+    def __init__(self, settings: Settings, upgrade_settings: bytes | None = None) -> None:
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True
+        )
+        conn = self.conn = h2.connection.H2Connection(config)
+        self.settings = settings
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,  # RFC 9113 6.5.2: servers must not push
+            },
+        )
+        if upgrade_settings is None:
+            conn.initiate_connection()
+        else:
+            # RFC 7540 section 3.2: the request carried HTTP2-Settings and becomes stream 1;
+            # the client still sends the preface first (RFC 9113 section 3.4).
+            conn.initiate_upgrade_connection(upgrade_settings)
+        self._preface = PREFACE
+        # RFC 9113 section 6.9.2: the connection window starts at 65535 whatever SETTINGS say;
+        # open it so that each stream can fill its own window without starving the others.
+        want = min(MAX_WINDOW, settings.initial_window_size * settings.max_concurrent_streams)
+        if want > 65535:
+            conn.increment_flow_control_window(want - 65535)
+        self._scanner = _BlockScanner(settings.max_header_list_size)
+        self._resets = Budget(*RESET_BUDGET)
+        self._pings = Budget(*PING_BUDGET)
+        self._settings_frames = Budget(*SETTINGS_BUDGET)
+        self.closed = False
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the peer (empty when there are none)."""
+        return self.conn.data_to_send()
+
+    def receive_data(self, data: bytes, now: float) -> list[Any]:
+        """Feed bytes from the peer; returns h2 events.
+
+        Raises:
+            ConnectionClosed: the peer broke the protocol or a defence limit; GOAWAY is queued.
+        """
+        if self.closed:
+            return []
+        if self._preface:
+            data = self._check_preface(data)
+            if not data:
+                return []
+        if not self._scanner.feed(data):
+            self._calm_down("header block larger than max_header_list_size")
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.closed = True  # h2 queued GOAWAY with the error's code
+            raise ConnectionClosed(str(exc), int(exc.error_code)) from None
+        event: Any
+        for event in events:
+            kind = type(event)
+            if kind is StreamReset:
+                if event.remote_reset and not self._resets.spend(now):
+                    self._calm_down("too many stream resets (rapid reset)")
+            elif kind is PingReceived:
+                if not self._pings.spend(now):
+                    self._calm_down("PING flood")
+            elif kind is RemoteSettingsChanged and not self._settings_frames.spend(now):
+                self._calm_down("SETTINGS flood")
+        return events
+
+    def _check_preface(self, data: bytes) -> bytes:
+        # h2 checks the preface outside its error handling (no GOAWAY): check it here, so that
+        # a server pinned to HTTP/2 answers garbage with GOAWAY(PROTOCOL_ERROR) (RFC 9113 3.4).
+        want = self._preface
+        got = bytes(data[: len(want)])
+        if not want.startswith(got):
+            self.close(ErrorCodes.PROTOCOL_ERROR)
+            raise ConnectionClosed("invalid HTTP/2 preface")
+        self._preface = want[len(got) :]
+        return data
+
+    def close(self, error_code: int = 0) -> None:
+        """Queue GOAWAY (h2's: no stream may continue) and mark the connection closed."""
+        if not self.closed:
+            self.closed = True
+            self.conn.close_connection(error_code)
+
+    def _calm_down(self, why: str) -> None:
+        self.close(ErrorCodes.ENHANCE_YOUR_CALM)
+        raise ConnectionClosed(why, ErrorCodes.ENHANCE_YOUR_CALM)
