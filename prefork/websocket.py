@@ -1,17 +1,12 @@
 """WebSocket (RFC 6455) for ``onstream`` handlers, on wsproto.
 
-wsproto does the framing sans-I/O (bytes in, events out); this module adds what it cannot know:
-the opening handshake, which arrives as a prefork stream whose request head is already parsed,
-and the byte mover. :func:`new_from_stream` checks the request (RFC 6455 section 4.2.1) and
-answers a bad one itself; :meth:`WebSocket.accept` writes the ``101`` through the stream, takes
-the socket over (``stream.connection.take_socket()``) and gives it to :class:`_Channel`, one
-small ``asyncio.Protocol`` that feeds wsproto, answers pings and Close frames at once (even
-while the handler is busy elsewhere), applies back-pressure both ways and owns the one closing
-deadline.
-
-Only HTTP/1.1 on a plain connection for now. WebSocket over HTTP/2 (RFC 8441 extended CONNECT)
-will be a second upgrade class beside :class:`_H1Upgrade` (same two methods), chosen in
-:func:`new_from_stream` by ``stream.connection.version``. See docs/websocket.md.
+wsproto frames sans-I/O; this module adds the handshake, which arrives as a prefork stream
+with its head parsed (:func:`new_from_stream` checks it, RFC 6455 section 4.2.1, and answers a
+bad one), and the byte mover: :meth:`WebSocket.accept` writes the ``101``, takes the socket
+over and gives it to :class:`_Channel`, one small ``asyncio.Protocol`` that feeds wsproto,
+answers Pings and Closes at once (even while the handler is busy), applies back-pressure both
+ways and owns the one closing deadline. HTTP/1.1 on plain connections only, for now: HTTP/2
+(RFC 8441) will be a class beside :class:`_H1Upgrade`, chosen by ``stream.connection.version``.
 """
 
 from __future__ import annotations
@@ -77,8 +72,7 @@ def _tokens(headers: Headers, name: str) -> list[str]:
 def check_request(headers: Headers, version: float) -> str:
     """Check an HTTP/1.1 handshake (RFC 6455 section 4.2.1); return its Sec-WebSocket-Key.
 
-    Pure, so that each rule is testable without a connection. ``version`` is the HTTP version
-    both ends speak (the lower of the two).
+    Pure, so each rule is testable without a connection. ``version``: the lower of both ends'.
 
     Raises:
         HandshakeError: with status 426 for a version other than 13 (section 4.4), else 400.
@@ -123,22 +117,16 @@ async def _refuse(stream: Any, error: HandshakeError) -> None:
 
 
 class _H1Upgrade:
-    """How an HTTP/1.1 exchange becomes a WebSocket: a 101, then the socket is taken over.
-
-    The HTTP/2 variant (RFC 8441) will have the same two methods: ``:status 200`` and a
-    transport over the stream's DATA frames.
-    """
+    """HTTP/1.1 becomes WebSocket by a 101, then the socket is taken over. The HTTP/2 variant
+    (RFC 8441) will answer ``:status 200`` and make a transport over the stream's DATA frames."""
 
     def __init__(self, key: str) -> None:
         self.key = key
 
     def response(self) -> Headers:
-        res = Headers()  # RFC 6455 section 4.2.2 item 5
-        res.append(":status", "101")
-        res.append("upgrade", "websocket")
-        res.append("connection", "upgrade")
-        res.append("sec-websocket-accept", generate_accept_token(self.key.encode()).decode())
-        return res
+        accept = generate_accept_token(self.key.encode()).decode()  # section 4.2.2 item 5
+        fields = [("upgrade", "websocket"), ("connection", "upgrade")]
+        return Headers([(":status", "101"), *fields, ("sec-websocket-accept", accept)])
 
     async def open(self, stream: Any, channel: _Channel) -> None:
         sock, data = await stream.connection.take_socket()
@@ -183,7 +171,8 @@ async def new_from_stream(
     except HandshakeError as exc:
         await _refuse(stream, exc)
         raise
-    return WebSocket(stream, headers, _H1Upgrade(key), max_message_size, close_timeout, compression)
+    options = (max_message_size, close_timeout, compression)
+    return WebSocket(stream, headers, _H1Upgrade(key), options)
 
 
 # -- the connection -------------------------------------------------------------------------------
@@ -210,6 +199,7 @@ class _Channel(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._failed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -217,7 +207,7 @@ class _Channel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # wsproto inflates (permessage-deflate) all it is given at once: small slices bound
         # what a compression bomb can grow to (about 1000 times a slice) between size checks.
-        step = INFLATE_STEP if self.inflating else len(data)
+        step = INFLATE_STEP if self.inflating else max(len(data), 1)
         for start in range(0, len(data), step):
             self._feed(data[start : start + step])
 
@@ -226,7 +216,7 @@ class _Channel(asyncio.Protocol):
         return False
 
     def _feed(self, data: bytes | None) -> None:
-        if self.ws.state in (OPEN, LOCAL_CLOSING):
+        if self.ws.state in (OPEN, LOCAL_CLOSING) and not self._failed:
             self.ws.receive_data(data)
             self._process()
 
@@ -286,8 +276,12 @@ class _Channel(asyncio.Protocol):
 
     def _on_close(self, event: CloseConnection) -> None:
         state = self.ws.state
-        if state is OPEN:  # wsproto reports a broken frame as a Close event: fail (7.1.7)
+        if state is OPEN:  # a broken frame (wsproto's Close event): fail (section 7.1.7)
             self.start_close(event.code, event.reason or "")
+            # Nothing more can be parsed: shut our side, drop input until EOF or the deadline
+            # (closing with unread input could reset the connection and lose our Close).
+            self._failed = True
+            self.transport.write_eof()
         elif state is ConnectionState.REMOTE_CLOSING:  # echo the peer's Close (5.5.1)
             self._closing(event.code, event.reason or "")
             self._write(self.ws.send(event.response()))
@@ -325,6 +319,7 @@ class _Channel(asyncio.Protocol):
         self._closing(code, reason)
         if self.ws.state is OPEN:
             self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
+            self.transport.resume_reading()  # a full queue must not hide the peer's Close
         self._arm()
 
     def abandon(self) -> None:
@@ -367,21 +362,13 @@ class WebSocket:
         extensions: the ``Sec-WebSocket-Extensions`` value ``accept()`` sent, or None.
     """
 
-    def __init__(
-        self,
-        stream: Any,
-        request: Headers,
-        upgrade: _H1Upgrade,
-        max_message_size: int,
-        close_timeout: float,
-        compression: bool,
-    ) -> None:
+    def __init__(self, stream: Any, request: Headers, upgrade: _H1Upgrade, options: tuple) -> None:
         self.stream = stream
         self.request = request
         self.protocol: str | None = None
         self.extensions: str | None = None
         self._upgrade = upgrade
-        self._options = (max_message_size, close_timeout, compression)
+        self._options: tuple[int, float, bool] = options  # max size, close timeout, compression
         self._channel: _Channel | None = None
 
     @property

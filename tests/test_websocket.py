@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import connect, unix_connect
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
@@ -490,3 +490,36 @@ def test_a_compression_bomb_closes_1009(serve) -> None:
     assert run_async(client()) == 1009
     assert seen.get(timeout=TIMEOUT)[0] == "accepted"
     assert seen.get(timeout=TIMEOUT)[:2] == ("closed", 1009)
+
+
+def test_an_unmasked_client_frame_is_a_protocol_error(serve) -> None:
+    running, seen = echo_server(serve)
+    client = Connection(ConnectionType.CLIENT)
+    with running.connect() as sock:
+        sock.sendall(handshake())
+        _, rest = read_head(sock)
+        sock.sendall(b"\x81\x02hi")  # RFC 6455 section 5.1: clients must mask every frame
+        client.receive_data(rest)
+        while not (events := list(client.events())):
+            client.receive_data(sock.recv(65536))
+        assert isinstance(events[0], CloseConnection) and events[0].code == 1002
+        sock.sendall(client.send(events[0].response()))
+        read_response(sock)  # then the server closes
+    assert seen.get(timeout=TIMEOUT)[0] == "accepted"
+    assert seen.get(timeout=TIMEOUT)[:2] == ("closed", 1002)
+    assert get_plain(running) == b"plain\n"
+
+
+def test_over_a_unix_socket(serve, tmp_path: Path) -> None:
+    seen: queue.Queue = queue.Queue()
+    path = str(tmp_path / "ws.sock")
+    serve(make_server(seen), path=path)
+
+    async def client() -> Any:
+        async with unix_connect(path, "ws://localhost/ws") as c:
+            await c.send("over unix")
+            return await c.recv()
+
+    assert run_async(client()) == "over unix"
+    assert seen.get(timeout=TIMEOUT)[0] == "accepted"
+    assert seen.get(timeout=TIMEOUT) == ("closed", 1000, "")
