@@ -523,3 +523,21 @@ def test_over_a_unix_socket(serve, tmp_path: Path) -> None:
     assert run_async(client()) == "over unix"
     assert seen.get(timeout=TIMEOUT)[0] == "accepted"
     assert seen.get(timeout=TIMEOUT) == ("closed", 1000, "")
+
+
+def test_over_http2_it_is_refused_clearly(serve) -> None:
+    httpx = pytest.importorskip("httpx")
+    seen: queue.Queue = queue.Queue()
+
+    async def onstream(server: Any, stream: Any) -> None:
+        try:
+            await websocket.new_from_stream(stream, await stream.get_headers())
+        except NotImplementedError as exc:
+            seen.put(str(exc))
+            await stream.write_headers(response_headers("501", content_length="0"), True)
+
+    running = serve(onstream)
+    with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:  # prior knowledge
+        response = client.get(f"{running.url}/ws")
+        assert (response.http_version, response.status_code) == ("HTTP/2", 501)
+    assert "HTTP/2" in seen.get(timeout=TIMEOUT)
