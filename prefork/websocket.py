@@ -398,24 +398,12 @@ class WebSocket:
         if self._channel is not None:
             raise StreamStateError("the WebSocket is already accepted")
         max_size, close_timeout, compression = self._options
-        offered = _tokens(self.request, "sec-websocket-protocol")
-        self.protocol = next((p for p in offered if p in protocols), None)
-        supported: list[Extension] = [PerMessageDeflate()] if compression else []
-        offers = _tokens(self.request, "sec-websocket-extensions")
-        agreed = server_extensions_handshake(offers, supported)  # RFC 7692 section 5
-        res = self._upgrade.response()
-        if self.protocol is not None:
-            res.append("sec-websocket-protocol", self.protocol)
-        if agreed:
-            self.extensions = agreed.decode("ascii")
-            res.append("sec-websocket-extensions", self.extensions)
+        res, enabled = self._negotiate(protocols, compression)
         for name, value, never_index in headers or ():
             if not name.startswith(":"):
                 res.append(name, value, never_index)
-        enabled = [e for e in supported if e.enabled()]
-        channel = _Channel(
-            Connection(ConnectionType.SERVER, enabled), max_size, close_timeout, bool(enabled)
-        )
+        ws = Connection(ConnectionType.SERVER, enabled)
+        channel = _Channel(ws, max_size, close_timeout, bool(enabled))
         try:
             await self.stream.write_headers(res, False)
             await self._upgrade.open(self.stream, channel)
@@ -426,6 +414,24 @@ class WebSocket:
         task = asyncio.current_task()
         if task is not None:
             task.add_done_callback(lambda _: channel.abandon())
+
+    def _negotiate(
+        self, protocols: list[str] | tuple[str, ...], compression: bool
+    ) -> tuple[Headers, list[Extension]]:
+        """The response's fields (the upgrade's, the subprotocol, the extensions agreed by
+        RFC 7692 section 5) and the extensions that are now on."""
+        res = self._upgrade.response()
+        offered = _tokens(self.request, "sec-websocket-protocol")
+        self.protocol = next((p for p in offered if p in protocols), None)
+        if self.protocol is not None:
+            res.append("sec-websocket-protocol", self.protocol)
+        supported: list[Extension] = [PerMessageDeflate()] if compression else []
+        offers = _tokens(self.request, "sec-websocket-extensions")
+        agreed = server_extensions_handshake(offers, supported)
+        if agreed:
+            self.extensions = agreed.decode("ascii")
+            res.append("sec-websocket-extensions", self.extensions)
+        return res, [e for e in supported if e.enabled()]
 
     def _open(self) -> _Channel:
         if self._channel is None:
@@ -468,7 +474,9 @@ class WebSocket:
         if len(data) > 125:
             raise ValueError("a ping carries at most 125 bytes")
         channel = self._open()
-        pong = channel.pings.setdefault(data, channel.loop.create_future())
+        pong = channel.pings.get(data)
+        if pong is None:  # one future per payload: concurrent equal pings share the Pong
+            pong = channel.pings[data] = channel.loop.create_future()
         await channel.send(Ping(payload=data))
         async with asyncio.timeout(timeout):
             if not await asyncio.shield(pong):

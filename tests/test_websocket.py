@@ -57,7 +57,9 @@ async def plain_page(stream: Any) -> None:
     await stream.write_chunk(body, True)
 
 
-def make_server(seen: queue.Queue, protocols: tuple[str, ...] = (), **options: Any) -> Any:
+def make_server(
+    seen: queue.Queue, protocols: tuple[str, ...] = (), extra: Headers | None = None, **options: Any
+) -> Any:
     """An echo handler on /ws (reports how it ended into ``seen``); 200 "plain" elsewhere."""
 
     async def onstream(server: Any, stream: Any) -> None:
@@ -71,7 +73,7 @@ def make_server(seen: queue.Queue, protocols: tuple[str, ...] = (), **options: A
             seen.put(("refused", exc.status))
             return
         async with ws:
-            await ws.accept(protocols=list(protocols))
+            await ws.accept(protocols=list(protocols), headers=extra)
             seen.put(("accepted", ws.protocol, ws.extensions))
             async for message in ws:
                 if message == "server-ping":
@@ -88,7 +90,8 @@ def make_server(seen: queue.Queue, protocols: tuple[str, ...] = (), **options: A
 
 def echo_server(serve: Any, protocols: tuple[str, ...] = (), **options: Any) -> tuple[Any, Any]:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen, protocols, **options))
+    extra = Headers([("set-cookie", "session=1"), (":status", "200")])  # pseudo: ignored
+    running = serve(make_server(seen, protocols, extra, **options))
     return running, seen
 
 
@@ -134,6 +137,7 @@ def test_echo_text_and_binary_with_subprotocol_and_compression(serve) -> None:
     protocol, headers, text, data = run_async(client())
     assert (text, data) == ("héllo", b"\x00\x01\xff")
     assert protocol == "superchat"  # the client's first choice that the server speaks
+    assert headers["Set-Cookie"] == "session=1"
     assert headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
     kind, chosen, extensions = seen.get(timeout=TIMEOUT)
     assert (kind, chosen) == ("accepted", "superchat")
