@@ -284,6 +284,7 @@ class H2Stream(Stream):
 
     def _end(self, status: int) -> None:
         if self._response_done or self._reset:
+            self.connection._stream_done(self)  # the handler is gone: forget the stream
             return
         if self._head_sent:
             self.rst_stream(ErrorCodes.INTERNAL_ERROR)

@@ -92,7 +92,8 @@ class _Contexts:
         if ctx is None:
             server = self._server
             host = server._bind.host if server._bind is not None else None
-            alpn = tls.alpn_protocols(server._options.version)  # h2: see docs/http2.md
+            version = server._options.version
+            alpn = tls.alpn_protocols(version, h2=version == 2)  # h2: see docs/http2.md
             ctx = self._ctx = tls.default_context(host, alpn)
             log.warning(
                 "TLS with a generated self-signed certificate for %s: clients will not trust "

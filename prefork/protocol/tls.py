@@ -225,17 +225,23 @@ def alpn_protocols(version: float | None, *, h2: bool = False) -> tuple[bytes, .
 
 
 def alpn_selector(protocols: Iterable[bytes]) -> Callable[[SSL.Connection, list[bytes]], Any]:
-    """An ALPN select callback: the first protocol in the client's list that we allow.
+    """An ALPN select callback: ``h2`` if both sides allow it, else the client's first choice.
 
-    The client's order wins, as in lua-http (the client knows what it prefers). A client
-    offering nothing we know gets no ALPN answer (RFC 7301 section 3.2 would allow a fatal
-    alert; serving it HTTP/1 is kinder, and lua-http's matrix expects ALPN "foo" to work).
-    ``h2`` in ``protocols`` is safe: :func:`configure` never allows TLS below 1.2, which
-    RFC 9113 section 9.2 requires.
+    Among HTTP/1 versions the client's order wins, as in lua-http (the client knows what it
+    prefers). ``h2`` goes first whatever its place in the client's list: httpx (httpcore)
+    offers ``http/1.1`` before ``h2``, and one HTTP/2 connection serves a client better than
+    several HTTP/1 ones, which is why servers commonly prefer it. A client offering nothing
+    we know gets no ALPN answer (RFC 7301 section 3.2 would allow a fatal alert; serving it
+    HTTP/1 is kinder, and lua-http's matrix expects ALPN "foo" to work). ``h2`` in
+    ``protocols`` is safe: :func:`configure` never allows TLS below 1.2, which RFC 9113
+    section 9.2 requires.
     """
     allowed = frozenset(protocols)
+    h2 = b"h2" in allowed
 
     def select(connection: SSL.Connection, offered: list[bytes]) -> Any:
+        if h2 and b"h2" in offered:
+            return b"h2"
         for proto in offered:
             if proto in allowed:
                 return proto
