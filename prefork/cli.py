@@ -355,6 +355,10 @@ def reload_settings(
         "workers": fresh["workers"],
         "timeout": float(fresh["timeout"]),
         "graceful_timeout": float(fresh["graceful_timeout"]),
+        "access_log": fresh["access_log"] is not None,
+        "max_requests": fresh["max_requests"],
+        "max_requests_jitter": fresh["max_requests_jitter"],
+        "max_memory": fresh["max_memory"] * 1048576,
     }
 
 

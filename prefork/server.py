@@ -236,6 +236,7 @@ class Server:
                 self._report(sock, "wrap", exc)
         finally:
             self._opening -= 1
+            self._tasks.discard(asyncio.current_task())
             self._update_accepting()
             self._check_empty()
 

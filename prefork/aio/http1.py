@@ -233,9 +233,15 @@ class H1Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close_gracefully(self) -> None:
-        """Finish the current response (with ``Connection: close``), then close."""
+        """Finish the current response (with ``Connection: close``), then close.
+
+        Only an idle keep-alive connection closes at once. A connection that has not sent
+        its first bytes yet, or whose next request is arriving, was handed to us to be
+        served (a worker retiring still serves what the master gave it): it gets one
+        response, or its set-up deadline.
+        """
         self._closing = True
-        if self._state in (SETUP, OPEN) and self._stream is None:
+        if self._state == OPEN and self._stream is None and not self._parser.pending:
             self.transport.close()
 
     def close(self) -> None:

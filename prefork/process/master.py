@@ -15,6 +15,7 @@ When no worker can take more, the master stops accepting and the kernel's backlo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -108,6 +109,8 @@ class Master:
         self.exit_status = 0
         self.reloading: int | None = None  # the generation a reload replaces
         self._generations = 0
+        self._ever_ready = False
+        self._before_reload: tuple[int, MasterConfig] | None = None
         self._memory_checked = 0.0
         self.boot_failures = 0
         self.next_spawn = 0.0
@@ -247,6 +250,8 @@ class Master:
         """
         if self.stopping is not None:
             return
+        if self.reloading is None:
+            self._before_reload = (self.target, dataclasses.replace(self.config))
         if self.config.reload is not None:
             try:
                 self._apply(self.config.reload())
@@ -262,7 +267,15 @@ class Master:
         log.info("reload: starting generation %d", self.dispatcher.generation)
 
     def _apply(self, settings: dict[str, Any]) -> None:
-        for name in ("server_options", "timeout", "graceful_timeout", "access_log"):
+        for name in (
+            "server_options",
+            "timeout",
+            "graceful_timeout",
+            "access_log",
+            "max_requests",
+            "max_requests_jitter",
+            "max_memory",
+        ):
             if name in settings:
                 setattr(self.config, name, settings[name])
         if "workers" in settings:
@@ -301,6 +314,9 @@ class Master:
         )
         self.dispatcher.generation = self.reloading
         self.reloading = None
+        if self._before_reload is not None:  # the settings that came with it go too
+            self.target, self.config = self._before_reload[0], self._before_reload[1]
+            self._heartbeat = min(HEARTBEAT_MAX, self.config.timeout / 4)
         for worker in list(self.workers.values()):
             if worker.generation == failed:
                 self._retire(worker.pid)
@@ -492,7 +508,15 @@ class Master:
             if self.reloading is not None:
                 self._reload_failed(f"worker {pid} could not load the application")
                 return
-            raise HaltServer(f"worker {pid} could not load the application; stopping")
+            if not self._ever_ready:  # at start-up: nothing to protect, fail fast
+                raise HaltServer(f"worker {pid} could not load the application; stopping")
+            # The site is up and the code on disk is broken (a bad deploy, then a respawn):
+            # keep the workers that still run, retry with back-off, never take the site down.
+            self.boot_failures += 1
+            delay = min(0.1 * 2 ** (self.boot_failures - 1), 10.0)
+            self.next_spawn = time.monotonic() + delay
+            log.error("worker %d could not load the application; retrying in %.1f s", pid, delay)
+            return
         if not worker.ready and not expected:
             self.boot_failures += 1
             delay = min(0.1 * 2 ** (self.boot_failures - 1), 10.0)
@@ -587,6 +611,7 @@ class Master:
             worker.open_connections = message.number
         elif kind == wire.READY:
             worker.ready = True
+            self._ever_ready = True
             self.boot_failures = 0
             if not worker.closing:
                 self.dispatcher.ready(worker.pid)
