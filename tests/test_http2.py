@@ -24,12 +24,12 @@ import h2.settings
 import httpx
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import Frame
+from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame
 
 from prefork.errors import StreamStateError
 from prefork.headers import Headers
 from prefork.protocol import tls
-from tests.conftest import Running, hello, response_headers
+from tests.conftest import Running, hello, response_headers, wait_until
 
 TIMEOUT = 10.0
 CURL = shutil.which("curl")
@@ -351,7 +351,7 @@ def test_slow_reader_back_pressures_its_stream_only(serve, raw) -> None:
     assert client.conn.local_flow_control_window(sid) == 0
     other = client.get("/fast", end=False)  # the connection window is still open
     client.send_body(other, b"y" * 1000, end=True)
-    headers, body = client.response(other)
+    _, body = client.response(other)
     assert body == b"y" * 1000
     gate.set()  # now the slow handler reads: its window comes back
     client.wait(lambda es: any(isinstance(e, ev.WindowUpdated) and e.stream_id == sid for e in es))
@@ -536,6 +536,160 @@ def test_idle_connection_closed_after_intra_stream_timeout(serve, raw) -> None:
 
 
 def wait_requests(running: Running, n: int) -> None:
-    from tests.conftest import wait_until
-
     wait_until(lambda: running.call(lambda: running.server.requests) >= n, what="requests")
+
+
+# -- HTTP/2 only: push, reset, stalled windows ---------------------------------------------------
+
+
+def test_push_promise(serve, raw) -> None:
+    async def pushing(server: Any, stream: Any) -> None:
+        req = await stream.get_headers()
+        promised = Headers()
+        for name in (":method", ":scheme", ":authority"):
+            promised.append(name, req.get(name))
+        promised.append(":path", "/style.css")
+        pushed = await stream.push_promise(promised)
+        await pushed.write_headers(response_headers("200", content_type="text/css"), False)
+        await pushed.write_chunk(b"p{}", True)
+        await stream.write_headers(response_headers("200"), False)
+        await stream.write_chunk(b"page", True)
+
+    running = serve(pushing)
+    client = raw(running)
+    sid = client.get("/")
+    _, body = client.response(sid)
+    promise = next(e for e in client.events if isinstance(e, ev.PushedStreamReceived))
+    assert dict(promise.headers)[":path"] == "/style.css"
+    headers, pushed_body = client.response(promise.pushed_stream_id)
+    assert (body, pushed_body, headers["content-type"]) == (b"page", b"p{}", "text/css")
+
+
+def test_push_refused_when_the_client_disabled_it(serve, raw) -> None:
+    seen: list[Any] = []
+
+    async def pushing(server: Any, stream: Any) -> None:
+        with pytest.raises(StreamStateError):
+            await stream.push_promise(await stream.get_headers())
+        seen.append("refused")
+        await stream.write_headers(response_headers("204"), True)
+
+    running = serve(pushing)
+    client = raw(running, {h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    client.response(client.get("/"))
+    assert seen == ["refused"]
+
+
+def test_rst_stream_from_the_handler(serve, raw) -> None:
+    seen: list[Any] = []
+
+    async def refusing(server: Any, stream: Any) -> None:
+        await stream.get_headers()
+        stream.rst_stream(ErrorCodes.REFUSED_STREAM)
+        try:
+            await stream.write_headers(response_headers("200"), True)
+        except BrokenPipeError:
+            seen.append("reset")
+
+    running = serve(refusing)
+    client = raw(running)
+    sid = client.get("/")
+    client.wait(lambda es: any(isinstance(e, ev.StreamReset) for e in es))
+    reset = next(e for e in client.events if isinstance(e, ev.StreamReset))
+    assert (reset.stream_id, reset.error_code) == (sid, ErrorCodes.REFUSED_STREAM)
+    wait_until(lambda: seen, what="the handler")
+    assert seen == ["reset"]
+
+
+def test_window_that_never_opens_is_released_by_timeout(serve, raw) -> None:
+    seen: list[Any] = []
+
+    async def writer(server: Any, stream: Any) -> None:
+        await stream.get_headers()
+        await stream.write_headers(response_headers("200"), False)
+        try:
+            await stream.write_chunk(b"x" * 100, True, timeout=0.2)
+        except TimeoutError:
+            seen.append("timeout")  # the handler returns: the stream is reset
+
+    running = serve(writer)
+    client = raw(running, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    sid = client.get("/")
+    client.wait(lambda es: any(isinstance(e, ev.StreamReset) for e in es))
+    reset = next(e for e in client.events if isinstance(e, ev.StreamReset))
+    assert (reset.stream_id, reset.error_code) == (sid, ErrorCodes.INTERNAL_ERROR)
+    assert seen == ["timeout"]
+    with prior_knowledge(running) as other:  # a client with an open window is served
+        assert other.get("/").content == b"x" * 100
+
+
+# -- defences: attack a live server, then serve a normal client -----------------------------------
+
+
+def attack(client: Raw, data: bytes) -> list[Any]:
+    """Send ``data`` (the server may close midway), then read until the server closes."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        client.sock.sendall(data)
+    return client.wait(goaway, "GOAWAY")
+
+
+def test_rapid_reset_gets_enhance_your_calm(serve, raw) -> None:
+    running = serve(hello)
+    client = raw(running)
+    for _ in range(1000):  # CVE-2023-44487: open and cancel at once
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, REQUEST, end_stream=True)
+        client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+    events = attack(client, client.conn.data_to_send())
+    assert goaway(events).error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert running.server.requests < 1000
+    assert_serves(running)
+
+
+def test_ping_flood_gets_enhance_your_calm(serve, raw) -> None:
+    running = serve(hello)
+    client = raw(running)
+    for i in range(1000):
+        client.conn.ping(i.to_bytes(8, "big"))
+    events = attack(client, client.conn.data_to_send())
+    assert goaway(events).error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert_serves(running)
+
+
+def test_settings_flood_gets_enhance_your_calm(serve, raw) -> None:
+    running = serve(hello)
+    client = raw(running)
+    for i in range(1000):
+        client.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: i + 1})
+    events = attack(client, client.conn.data_to_send())
+    assert goaway(events).error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert_serves(running)
+
+
+@pytest.mark.parametrize("kind", ["large", "bomb"])
+def test_oversized_header_list_is_refused(serve, raw, kind: str) -> None:
+    running = serve(hello)
+    client = raw(running)
+    if kind == "large":  # one 70 KB field: the block itself is over the limit
+        fields = [*REQUEST, ("x-big", "a" * 70000)]
+    else:  # HPACK bomb: a 4 KB field indexed once, then referenced in one byte each
+        fields = [*REQUEST] + [("x-bomb", "b" * 4000)] * 30
+    client.conn.send_headers(client.conn.get_next_available_stream_id(), fields, end_stream=True)
+    events = attack(client, client.conn.data_to_send())
+    assert goaway(events).error_code == ErrorCodes.ENHANCE_YOUR_CALM  # RFC 9113 section 10.5.1
+    assert running.server.requests == 0
+    assert_serves(running)
+
+
+@pytest.mark.parametrize("size", [16384, 0])
+def test_continuation_flood_closes_the_connection(serve, raw, size: int) -> None:
+    running = serve(hello)
+    client = raw(running)
+    block = h2.connection.H2Connection().encoder.encode(REQUEST)
+    frames = [HeadersFrame(1, data=block).serialize()]  # no END_HEADERS: a block is open
+    frames += [ContinuationFrame(1, data=b"\x00" * size).serialize()] * 200  # 3.2 MB or 200
+    events = attack(client, b"".join(frames))
+    # CVE-2024-27316: closed long before 200 frames: at 64 KiB, or at h2's 64 frames
+    assert goaway(events).error_code in (ErrorCodes.ENHANCE_YOUR_CALM, ErrorCodes.PROTOCOL_ERROR)
+    assert running.server.requests == 0
+    assert_serves(running)

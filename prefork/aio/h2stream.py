@@ -271,7 +271,7 @@ class H2Stream(Stream):
         """Reset the stream with ``code`` (RFC 9113 section 6.4); it cannot be used again."""
         if self._reset:
             return
-        self._response_done = self._body_done = True
+        self._body_done = True
         self.connection._reset_stream(self, code)
         self.connection._stream_done(self)
 
