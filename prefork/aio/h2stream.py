@@ -15,6 +15,7 @@ from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+import h2.exceptions
 from h2.errors import ErrorCodes
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
 
@@ -265,7 +266,25 @@ class H2Stream(Stream):
         """
         if self._response_done or self._reset:
             raise StreamStateError("cannot push on a finished stream")
-        return self.connection._push(self, headers)
+        conn = self.connection
+        conn._check(self)
+        h2c = conn.h2
+        if not h2c.remote_settings.enable_push:
+            raise StreamStateError("the client disabled server push (SETTINGS_ENABLE_PUSH 0)")
+        promised = h2c.get_next_available_stream_id()
+        pseudo = [
+            HeaderTuple(n.encode("latin-1"), v.encode("latin-1"))
+            for n, v, _ in headers.each()
+            if n[0] == ":"
+        ]
+        try:
+            h2c.push_stream(self.stream_id, promised, pseudo + _fields(headers, trailers=True))
+        except h2.exceptions.ProtocolError as exc:
+            raise conn._h2_error(exc) from None
+        pushed = H2Stream(conn, promised, headers, body_done=True)
+        conn._streams[promised] = pushed
+        conn._flush_soon()
+        return pushed
 
     def rst_stream(self, code: int = ErrorCodes.CANCEL) -> None:
         """Reset the stream with ``code`` (RFC 9113 section 6.4); it cannot be used again."""
@@ -305,10 +324,26 @@ class H2Stream(Stream):
         self.status = status
         self._head_sent = True
         try:
-            self.connection._send_error(self, fields, b"" if self._head_request else body)
+            self._send_now(fields, b"" if self._head_request else body)
         except BrokenPipeError:
             return
         self._complete()
+
+    def _send_now(self, fields: list[Any], body: bytes) -> None:
+        """A whole small response at once (no waiting: ``_end`` is not a coroutine)."""
+        conn = self.connection
+        conn._check(self)
+        h2c, sid = conn.h2, self.stream_id
+        try:
+            if body and h2c.local_flow_control_window(sid) < len(body):
+                fields[2] = HeaderTuple(b"content-length", b"0")  # no window: no body
+                body = b""
+            h2c.send_headers(sid, fields, end_stream=not body)
+            if body:
+                h2c.send_data(sid, body, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            raise BrokenPipeError(str(exc)) from None
+        conn._flush_soon()
 
 
 def _fields(headers: Headers, trailers: bool = False) -> list[Any]:

@@ -22,8 +22,6 @@ into stream 1 of a new HTTP/2 connection (RFC 7540 section 3.2).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -32,35 +30,25 @@ import h2.exceptions
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hpack import HeaderTuple
 
 from prefork.aio import http1 as _http1  # a module import: http1 imports this one too
 from prefork.aio.h1stream import TAKEN
-from prefork.aio.h2stream import H2Stream, _fields
-from prefork.errors import StreamStateError
+from prefork.aio.h2stream import H2Stream
 from prefork.headers import Headers
-from prefork.protocol.http2 import ConnectionClosed, H2Protocol, Settings, goaway_frame
+from prefork.protocol.http2 import (
+    SWITCHING,
+    ConnectionClosed,
+    H2Protocol,
+    Settings,
+    goaway_frame,
+    h2c_upgrade,
+)
 from prefork.protocol.http2 import request_headers as _request_headers
 
 if TYPE_CHECKING:
     from prefork.aio.http1 import H1Connection
     from prefork.protocol.http1 import RequestInfo
     from prefork.server import Server
-
-# RFC 7540 section 3.2.1 (kept by RFC 9113 for h2c): these belong to the HTTP/1 hop.
-_UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive"})
-_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-
-
-def settings_of(server: Server) -> Settings:
-    """The local SETTINGS from the server's ``h2_*`` options."""
-    o = server._options
-    return Settings(
-        o.h2_max_concurrent_streams,
-        o.h2_initial_window_size,
-        o.h2_max_frame_size,
-        o.h2_max_header_list_size,
-    )
 
 
 class H2Connection(asyncio.Protocol):
@@ -85,7 +73,7 @@ class H2Connection(asyncio.Protocol):
         self.tls = tls
         self.scheme = "http" if tls is None else "https"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self._proto = H2Protocol(settings_of(server), upgrade[0] if upgrade else None)
+        self._proto = H2Protocol(Settings.of(server._options), upgrade[0] if upgrade else None)
         self.h2 = self._proto.conn
         self._upgrade = upgrade
         self._fresh = fresh  # nothing received yet: the set-up deadline applies
@@ -288,20 +276,6 @@ class H2Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _send_error(self, stream: H2Stream, fields: list[Any], body: bytes) -> None:
-        """A whole small response at once (no waiting: ``shutdown`` is not awaited)."""
-        self._check(stream)
-        try:
-            if body and self.h2.local_flow_control_window(stream.stream_id) < len(body):
-                fields[2] = HeaderTuple(b"content-length", b"0")
-                body = b""
-            self.h2.send_headers(stream.stream_id, fields, end_stream=not body)
-            if body:
-                self.h2.send_data(stream.stream_id, body, end_stream=True)
-        except h2.exceptions.ProtocolError as exc:
-            raise BrokenPipeError(str(exc)) from None
-        self._flush_soon()
-
     def _ack(self, stream_id: int, size: int) -> None:
         """Return ``size`` bytes of window: the handler consumed them (RFC 9113 6.9)."""
         if self._closed:
@@ -322,25 +296,6 @@ class H2Connection(asyncio.Protocol):
         except h2.exceptions.ProtocolError:
             return  # already closed on both sides
         self._flush_soon()
-
-    def _push(self, stream: H2Stream, headers: Headers) -> H2Stream:
-        self._check(stream)
-        if not self.h2.remote_settings.enable_push:
-            raise StreamStateError("the client disabled server push (SETTINGS_ENABLE_PUSH 0)")
-        promised = self.h2.get_next_available_stream_id()
-        pseudo = [
-            HeaderTuple(n.encode("latin-1"), v.encode("latin-1"))
-            for n, v, _ in headers.each()
-            if n[0] == ":"
-        ]
-        try:
-            self.h2.push_stream(stream.stream_id, promised, pseudo + _fields(headers)[1:])
-        except h2.exceptions.ProtocolError as exc:
-            raise self._h2_error(exc) from None
-        pushed = H2Stream(self, promised, headers, body_done=True)
-        self._streams[promised] = pushed
-        self._flush_soon()
-        return pushed
 
     def _stream_done(self, stream: H2Stream) -> None:
         self._streams.pop(stream.stream_id, None)
@@ -460,40 +415,22 @@ _HANDLERS: dict[type, Any] = {
 def upgrade_h2c(h1: H1Connection, info: RequestInfo) -> bool:
     """Switch ``h1`` to HTTP/2 for an ``Upgrade: h2c`` request (RFC 7540 section 3.2).
 
-    Only a bodyless HTTP/1.1 request on a plain connection of a server that allows HTTP/2,
-    with one valid ``HTTP2-Settings``, is upgraded; anything else is served as HTTP/1.
+    Which requests qualify is :func:`~prefork.protocol.http2.h2c_upgrade`'s decision; only a
+    plain connection of a server that allows HTTP/2 (``version`` None) is considered.
 
     Returns:
         True when the connection now speaks HTTP/2 and the request is its stream 1.
     """
-    headers = info.headers
-    upgrade = (headers.get_comma_separated("upgrade") or "").lower()
-    if (
-        h1.tls is not None
-        or h1.server._options.version is not None
-        or info.version != 1.1
-        or "h2c" not in {t.strip() for t in upgrade.split(",")}
-        or headers.get("content-length", "0") != "0"
-        or headers.has("transfer-encoding")
-        or len(headers.get_as_sequence("http2-settings")) != 1
-    ):
+    if h1.tls is not None or h1.server._options.version is not None:
         return False
-    value = headers.get("http2-settings") or ""
-    try:
-        settings = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
+    upgrade = h2c_upgrade(info.headers, info.version)
+    if upgrade is None:
         return False
-    if len(settings) % 6:
-        return False  # RFC 9113 section 6.5: six bytes per setting
-    request = Headers()
-    for name, field_value, never in headers.each():
-        if name not in _UPGRADE_FIELDS:
-            request.append(name, field_value, never)
     transport = h1.transport
     h1._state = TAKEN  # its timer and callbacks stand down
     data = h1._parser.take_trailing_data()
-    transport.write(_SWITCHING)
-    conn = H2Connection(h1.server, upgrade=(base64.urlsafe_b64encode(settings), request))
+    transport.write(SWITCHING)
+    conn = H2Connection(h1.server, upgrade=upgrade)
     transport.set_protocol(conn)
     conn.connection_made(transport)
     h1.server._untrack(h1)

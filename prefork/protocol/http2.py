@@ -23,6 +23,8 @@ A peer that breaks the protocol gets h2's GOAWAY; :meth:`receive_data` then rais
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +40,13 @@ from prefork.headers import Headers
 
 __all__ = [
     "PREFACE",
+    "SWITCHING",
     "Budget",
     "ConnectionClosed",
     "H2Protocol",
     "Settings",
     "goaway_frame",
+    "h2c_upgrade",
     "preface_match",
     "request_headers",
 ]
@@ -56,6 +60,10 @@ RESET_BUDGET = (200.0, 100.0)
 PING_BUDGET = (50.0, 10.0)
 SETTINGS_BUDGET = (50.0, 10.0)
 
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+# RFC 7540 section 3.2.1: these belong to the HTTP/1 hop, not to stream 1.
+_UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive"})
+
 _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
 _END_HEADERS = 0x4
 
@@ -68,6 +76,16 @@ class Settings:
     initial_window_size: int = 65535
     max_frame_size: int = 16384
     max_header_list_size: int = 65536
+
+    @classmethod
+    def of(cls, options: Any) -> Settings:
+        """The settings a server's ``h2_*`` options ask for."""
+        return cls(
+            options.h2_max_concurrent_streams,
+            options.h2_initial_window_size,
+            options.h2_max_frame_size,
+            options.h2_max_header_list_size,
+        )
 
 
 class ConnectionClosed(Exception):
@@ -115,6 +133,40 @@ def goaway_frame(last_stream_id: int, error_code: int = 0) -> bytes:
     below ``last_stream_id`` could not finish; this frame goes out beside h2 instead.
     """
     return GoAwayFrame(0, last_stream_id=last_stream_id, error_code=error_code).serialize()
+
+
+def h2c_upgrade(headers: Headers, version: float) -> tuple[bytes, Headers] | None:
+    """Is this HTTP/1 request an upgrade to HTTP/2 over cleartext (RFC 7540 section 3.2)?
+
+    Only a bodyless HTTP/1.1 request with ``Upgrade: h2c`` and exactly one well-formed
+    ``HTTP2-Settings`` qualifies (a body would have to be read as HTTP/1 before switching,
+    and RFC 9113 section 3.1 deprecates h2c: no reason to go further).
+
+    Returns:
+        ``(settings, request)``: the SETTINGS payload (base64url, as h2 wants it) and the
+        request headers for stream 1 without the hop-by-hop upgrade fields; or None.
+    """
+    upgrade = (headers.get_comma_separated("upgrade") or "").lower()
+    if (
+        version != 1.1
+        or "h2c" not in {t.strip() for t in upgrade.split(",")}
+        or headers.get("content-length", "0") != "0"
+        or headers.has("transfer-encoding")
+        or len(headers.get_as_sequence("http2-settings")) != 1
+    ):
+        return None
+    value = headers.get("http2-settings") or ""
+    try:
+        settings = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(settings) % 6:
+        return None  # RFC 9113 section 6.5.1: six bytes per setting
+    request = Headers()
+    for name, field_value, never in headers.each():
+        if name not in _UPGRADE_FIELDS:
+            request.append(name, field_value, never)
+    return base64.urlsafe_b64encode(settings), request
 
 
 def request_headers(raw: Any) -> Headers:
