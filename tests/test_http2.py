@@ -26,7 +26,7 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame
 
-from prefork.errors import StreamStateError
+from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
 from prefork.protocol import tls
 from tests.conftest import Running, hello, response_headers, wait_until
@@ -454,6 +454,23 @@ def test_contract_no_response(serve, client_for, behaviour: str, status: int) ->
     r = client_for(running).get("/")
     assert r.status_code == status
     assert r.content.endswith(b"\n")
+
+
+def test_contract_body_too_large(serve, client_for) -> None:
+    seen: list[Any] = []
+
+    async def reader(server: Any, stream: Any) -> None:
+        await stream.get_headers()
+        try:
+            await stream.get_body_as_string()
+        except ProtocolError as exc:
+            seen.append(exc.status)
+            raise
+
+    running = serve(reader, max_body_size=10, onerror=lambda *args: None)
+    r = client_for(running).post("/", content=b"x" * 100)  # all sent before the answer
+    assert r.status_code == 413
+    assert seen in ([], [413])  # HTTP/1 refuses the content-length before the handler runs
 
 
 def test_contract_write_checks_and_accounting(serve, client_for) -> None:

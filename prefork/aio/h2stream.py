@@ -56,6 +56,7 @@ class H2Stream(Stream):
         self._head_request = headers.get(":method") == "HEAD"
         self._chunks: deque[bytes] = deque()
         self._unacked = 0
+        self._received = 0
         self._body_done = body_done
         self._trailers: Headers | None = None
         self._read_error: BaseException | None = None
@@ -78,6 +79,15 @@ class H2Stream(Stream):
     # -- fed by the connection -------------------------------------------------------------------
 
     def _feed(self, data: bytes, flow_controlled: int) -> None:
+        self._received += len(data)
+        limit = self.connection.server._limits.max_body_size
+        if limit is not None and self._received > limit:
+            # as on HTTP/1: reads raise, an unanswered request gets 413; the rest is dropped
+            if self._read_error is None:
+                self._read_error = ProtocolError("request body too large", 413)
+            self.connection._ack(self.stream_id, flow_controlled)
+            self._wake()
+            return
         self._chunks.append(data)
         self._unacked += flow_controlled
         if self._want_all:  # the body is kept whole for the caller: no back-pressure
