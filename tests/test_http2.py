@@ -710,3 +710,32 @@ def test_continuation_flood_closes_the_connection(serve, raw, size: int) -> None
     assert goaway(events).error_code in (ErrorCodes.ENHANCE_YOUR_CALM, ErrorCodes.PROTOCOL_ERROR)
     assert running.server.requests == 0
     assert_serves(running)
+
+
+# -- lua-http's matrix: family x tls x client version x server version ---------------------------
+
+
+@pytest.mark.parametrize("server_version", [None, 1.1, 2])
+@pytest.mark.parametrize("client", ["1.1", "2"])
+@pytest.mark.parametrize("tls_on", [False, True])
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_matrix(serve, tmp_path, family: str, tls_on: bool, client: str, server_version) -> None:
+    where = {"path": str(tmp_path / "s")} if family == "unix" else {}
+    ctx = tls.default_context("localhost", tls.alpn_protocols(server_version, h2=True))
+    running = serve(echo, tls=tls_on, ctx=ctx, version=server_version, **where)
+    h2_client = client == "2"
+    transport = httpx.HTTPTransport(
+        uds=where.get("path"), http1=not h2_client, http2=h2_client, verify=False, retries=0
+    )
+    base = f"{'https' if tls_on else 'http'}://localhost"
+    if family == "tcp":
+        base += f":{running.port}"
+    served = server_version is None or (server_version == 2) == h2_client
+    with httpx.Client(transport=transport, timeout=TIMEOUT) as c:
+        if not served:
+            with pytest.raises(httpx.HTTPError):
+                c.get(base + "/")
+            return
+        r = c.post(base + "/m", content=b"body")
+    assert r.http_version == ("HTTP/2" if h2_client else "HTTP/1.1")
+    assert (r.content, r.headers["x-scheme"]) == (b"body", "https" if tls_on else "http")
