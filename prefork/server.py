@@ -31,6 +31,7 @@ from prefork.aio import loop as aioloop
 from prefork.aio import setup
 from prefork.aio.h1stream import H1Stream
 from prefork.aio.http1 import H1Connection
+from prefork.aio.tls import SetupProtocol
 from prefork.errors import ProtocolError
 from prefork.options import ListenOptions, ServerOptions, parse_listen_options, parse_server_options
 
@@ -264,7 +265,9 @@ class Server:
 
     def _connection_made(self, conn: H1Connection) -> None:
         self._connections.add(conn)
-        if self._closed:
+        # Given to us before close() (a retiring worker takes what is on its channel): it
+        # gets its grace, like any silent connection at close(). Set-up stages pass it on.
+        if self._closed and not isinstance(conn, SetupProtocol):
             conn.close_gracefully()
 
     def _connection_lost(self, conn: H1Connection) -> None:

@@ -101,6 +101,10 @@ def check_request(headers: Headers, version: float) -> str:
     return keys[0]
 
 
+class WebSocketUnavailable(RuntimeError):
+    """The stream's protocol cannot carry a WebSocket in this version (HTTP/2 for now)."""
+
+
 async def _refuse(stream: Any, error: HandshakeError) -> None:
     body = f"{error}\n".encode()
     res = Headers()
@@ -129,12 +133,8 @@ class _H1Upgrade:
         return Headers([(":status", "101"), *fields, ("sec-websocket-accept", accept)])
 
     async def open(self, stream: Any, channel: _Channel) -> None:
-        sock, data = await stream.connection.take_socket()
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: channel, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+        # The transport, not the socket: a TLS session cannot leave prefork's TLS layer.
+        data = await stream.connection.take_transport(channel)
         if data:  # frames the client sent right behind its request head
             channel.data_received(data)
 
@@ -157,15 +157,13 @@ async def new_from_stream(
 
     Raises:
         HandshakeError: not a valid handshake; the 400 (426 for a wrong version) is sent.
-        NotImplementedError: over HTTP/2 or TLS, not available yet (nothing is sent).
+        WebSocketUnavailable: over HTTP/2, not available yet (nothing is sent).
     """
     if max_message_size < 1 or close_timeout < 0:
         raise ValueError("max_message_size must be >= 1 and close_timeout >= 0")
     version = stream.connection.version
     if version >= 2:
-        raise NotImplementedError("WebSocket over HTTP/2 (RFC 8441) is not available yet")
-    if stream.checktls() is not None:  # its TLS session cannot leave prefork's connection
-        raise NotImplementedError("WebSocket over TLS is not available yet")
+        raise WebSocketUnavailable("WebSocket over HTTP/2 (RFC 8441) is not available yet")
     try:
         key = check_request(headers, min(stream.peer_version, version))
     except HandshakeError as exc:

@@ -372,35 +372,26 @@ def test_send_waits_while_the_client_does_not_read(serve) -> None:
     assert get_plain(running) == b"plain\n"
 
 
-def test_tls_is_refused_clearly(serve) -> None:
+def test_over_tls(serve) -> None:
+    """wss:// works: the TLS connection's transport is handed over, not its socket."""
     seen: queue.Queue = queue.Queue()
-
-    async def onstream(server: Any, stream: Any) -> None:
-        try:
-            await websocket.new_from_stream(stream, await stream.get_headers())
-        except NotImplementedError as exc:
-            seen.put(str(exc))
-            await stream.write_headers(response_headers("501", content_length="0"), True)
-
-    running = serve(onstream, tls=True)
+    running = serve(make_server(seen), tls=True)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    conn = http.client.HTTPSConnection(running.host, running.port, context=ctx, timeout=TIMEOUT)
-    try:
-        conn.request(
-            "GET",
-            "/ws",
-            headers=dict(
-                line.split(": ", 1) for line in handshake().decode().split("\r\n")[1:] if line
-            ),
-        )
-        response = conn.getresponse()
-        response.read()
-        assert response.status == 501
-    finally:
-        conn.close()
-    assert "TLS" in seen.get(timeout=TIMEOUT)
+
+    async def client() -> Any:
+        uri = f"wss://{running.host}:{running.port}/ws"
+        async with connect(uri, ssl=ctx, max_size=4 * 2**20) as c:
+            await c.send("over tls")
+            text = await c.recv()
+            await c.send(b"\x00" * 2**20)
+            data = await c.recv()
+            return text, len(data)
+
+    assert run_async(client()) == ("over tls", 2**20)
+    assert seen.get(timeout=TIMEOUT)[0] == "accepted"
+    assert seen.get(timeout=TIMEOUT)[0] == "closed"
 
 
 # -- without a server -----------------------------------------------------------------------------
@@ -445,7 +436,7 @@ class FakeStream:
 
 
 def test_http2_is_not_available_yet_and_accept_comes_first() -> None:
-    with pytest.raises(NotImplementedError, match="HTTP/2"):
+    with pytest.raises(websocket.WebSocketUnavailable, match="HTTP/2"):
         run_async(websocket.new_from_stream(FakeStream(2), request()))
     ws = run_async(websocket.new_from_stream(FakeStream(1.1), request()))
     with pytest.raises(StreamStateError):
@@ -536,7 +527,7 @@ def test_over_http2_it_is_refused_clearly(serve) -> None:
     async def onstream(server: Any, stream: Any) -> None:
         try:
             await websocket.new_from_stream(stream, await stream.get_headers())
-        except NotImplementedError as exc:
+        except websocket.WebSocketUnavailable as exc:
             seen.put(str(exc))
             await stream.write_headers(response_headers("501", content_length="0"), True)
 

@@ -235,13 +235,15 @@ class H1Connection(asyncio.Protocol):
     def close_gracefully(self) -> None:
         """Finish the current response (with ``Connection: close``), then close.
 
-        Only an idle keep-alive connection closes at once. A connection that has not sent
-        its first bytes yet, or whose next request is arriving, was handed to us to be
-        served (a worker retiring still serves what the master gave it): it gets one
-        response, or its set-up deadline.
+        An idle keep-alive connection closes at once; one whose next request is arriving
+        gets that request served. A connection with no bytes yet gets a short grace (at
+        most 1 s) for its first request: a worker that retires right after the master
+        handed it a connection must still serve it, and its request may still be in flight.
         """
         self._closing = True
-        if self._state == OPEN and self._stream is None and not self._parser.pending:
+        if self._state == SETUP:
+            self._arm(min(1.0, self.server._options.connection_setup_timeout))
+        elif self._state == OPEN and self._stream is None and not self._parser.pending:
             self.transport.close()
 
     def close(self) -> None:
@@ -313,23 +315,49 @@ class H1Connection(asyncio.Protocol):
         (non-blocking, for ``loop.sock_recv``/``sock_sendall``) with the bytes that were
         already read past the current request head. The server forgets the connection.
         """
+        if self.tls is not None:
+            raise ValueError("take_socket() is not possible on a TLS connection: take_transport")
+        data = await self._detach()
+        raw = self.transport.get_extra_info("socket")
+        sock = socket.socket(raw.family, raw.type, raw.proto, os.dup(raw.fileno()))
+        sock.setblocking(False)
+        self.transport.abort()
+        return sock, data
+
+    async def take_transport(self, protocol: asyncio.Protocol) -> bytes:
+        """Give the connection, plain or TLS, to another ``asyncio.Protocol``.
+
+        Flushes what was written, then ``protocol`` gets ``connection_made(transport)`` and
+        every byte from then on; the bytes already read past the request head are returned
+        for it to process first. The server forgets the connection (a worker reports it
+        done); closing the transport is the new protocol's business.
+        """
+        data = await self._detach()
+        transport = self.transport
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.server._connection_lost(self)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if not self._reading:
+            self._reading = True
+            transport.resume_reading()
+        return data
+
+    async def _detach(self) -> bytes:
+        """Flush the output, stop serving HTTP on the connection, return unparsed input."""
         if self._state >= CLOSED:
             raise BrokenPipeError("connection closed")
-        if self.tls is not None:
-            raise ValueError("take_socket() is not possible on a TLS connection")
         stream = self._stream
         if stream is not None:
             stream._flush()
         self.transport.set_write_buffer_limits(high=0)
         await self._wait_writable(None)
+        self.transport.set_write_buffer_limits()  # back to the defaults for the new owner
         data = b"".join(stream._chunks) if stream is not None else b""
-        data += self._parser.take_trailing_data()
-        raw = self.transport.get_extra_info("socket")
-        sock = socket.socket(raw.family, raw.type, raw.proto, os.dup(raw.fileno()))
-        sock.setblocking(False)
         self._state = TAKEN
-        self.transport.abort()
-        return sock, data
+        return data + self._parser.take_trailing_data()
 
     def peername(self) -> tuple:
         """``(family, address, port)`` of the client, ``(AF_UNIX, path)`` on a Unix socket."""
