@@ -246,11 +246,46 @@ class H2Stream(Stream):
         if self._no_body:
             data = b""
         async with asyncio.timeout(timeout):
-            await conn._send_data(self, data, end_stream)
+            await self._send_data(data, end_stream)
             if end_stream:
                 self._complete()
             elif conn._write_paused:
                 await conn._wait_writable(None)
+
+    async def _send_data(self, data: Any, end_stream: bool) -> None:
+        """Send ``data`` in frames as the send windows allow (RFC 9113 section 6.9)."""
+        view = memoryview(data)
+        sid = self.stream_id
+        conn = self.connection
+        h2c = conn.h2
+        while True:
+            conn._check(self)
+            size = len(view)
+            if not size and not end_stream:
+                return
+            try:
+                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+                if size and window <= 0:
+                    await self._wait_window()
+                    continue
+                n = min(window, size)
+                last = n == size
+                h2c.send_data(sid, bytes(view[:n]), end_stream=end_stream and last)
+            except h2.exceptions.ProtocolError as exc:
+                raise conn._h2_error(exc) from None
+            if last:
+                conn._flush_soon()
+                return
+            view = view[n:]
+
+    async def _wait_window(self) -> None:
+        conn = self.connection
+        conn._flush()  # what fits must leave before waiting: it is what opens the window
+        waiter = conn._windows[self.stream_id] = conn.loop.create_future()
+        try:
+            await waiter
+        finally:
+            conn._windows.pop(self.stream_id, None)
 
     def _complete(self) -> None:
         self._response_done = True

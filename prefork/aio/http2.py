@@ -101,7 +101,8 @@ class H2Connection(asyncio.Protocol):
         if self._upgrade is not None:  # RFC 7540 section 3.2: the request is stream 1
             self._open_stream(1, self._upgrade[1], body_done=True)
         self._flush()
-        self.server._connection_made(self)  # type: ignore[arg-type]  # may close_gracefully() a closing server at once
+        # last: a server already closing calls close_gracefully() at once
+        self.server._connection_made(self)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -232,39 +233,6 @@ class H2Connection(asyncio.Protocol):
         except h2.exceptions.ProtocolError as exc:
             raise self._h2_error(exc) from None
         self._flush_soon()
-
-    async def _send_data(self, stream: H2Stream, data: Any, end_stream: bool) -> None:
-        """Send ``data`` in frames as the stream's send window allows (RFC 9113 section 6.9)."""
-        view = memoryview(data)
-        sid = stream.stream_id
-        h2c = self.h2
-        while True:
-            self._check(stream)
-            size = len(view)
-            if not size and not end_stream:
-                return
-            try:
-                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
-                if size and window <= 0:
-                    await self._wait_window(sid)
-                    continue
-                n = min(window, size)
-                last = n == size
-                h2c.send_data(sid, bytes(view[:n]), end_stream=end_stream and last)
-            except h2.exceptions.ProtocolError as exc:
-                raise self._h2_error(exc) from None
-            if last:
-                self._flush_soon()
-                return
-            view = view[n:]
-
-    async def _wait_window(self, stream_id: int) -> None:
-        self._flush()  # what fits must leave before waiting: it is what opens the window
-        waiter = self._windows[stream_id] = self.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._windows.pop(stream_id, None)
 
     def _wake_windows(self, stream_id: int | None) -> None:
         if stream_id is None:
