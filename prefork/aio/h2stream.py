@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # RFC 9113 section 8.2.2: connection-specific fields are malformed in HTTP/2; a handler
 # written for HTTP/1 may set them, so they are dropped rather than refused.
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+    {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"}
 )
 
 
@@ -401,8 +401,8 @@ def _fields(headers: Headers, trailers: bool = False) -> list[Any]:
             continue  # RFC 9113 section 8.1: trailers carry no pseudo-headers
         if name in _HOP_BY_HOP:
             continue
-        else:
-            http1._check_field(name, value)
+        http1._check_field(name, value)
+        value = value.strip(" \t")  # RFC 9113 section 8.2.1: no surrounding whitespace
         pair = (name.encode("latin-1"), value.encode("latin-1"))
         out.append(NeverIndexedHeaderTuple(*pair) if never else HeaderTuple(*pair))
     return out
