@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "max_requests": 0,
     "max_requests_jitter": 0,
     "max_memory": 0,
+    "attach_socket": None,
 }
 
 
@@ -125,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-body-size", type=int, metavar="BYTES", help="default unlimited (413)")
     g.add_argument("--backlog", type=int, metavar="N", help="listen backlog (default 2048)")
     m = p.add_argument_group("master")
+    m.add_argument(
+        "--attach-socket",
+        metavar="PATH",
+        help="let processes the master did not fork join as workers (mode 0600)",
+    )
     m.add_argument(
         "--max-requests",
         type=int,
@@ -413,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_requests=s["max_requests"],
                     max_requests_jitter=s["max_requests_jitter"],
                     max_memory=s["max_memory"] * 1048576,
+                    attach_socket=s["attach_socket"],
                     reload=lambda: reload_settings(args, config_path, s),
                 )
             )

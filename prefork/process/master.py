@@ -24,6 +24,8 @@ import random
 import selectors
 import signal
 import socket
+import stat
+import struct
 import sys
 import time
 import traceback
@@ -69,6 +71,7 @@ class MasterConfig:
     max_requests: int = 0  # recycle a worker after this many requests (0: never)
     max_requests_jitter: int = 0  # plus up to this many, so workers do not recycle together
     max_memory: int = 0  # recycle a worker whose RSS exceeds this many bytes (0: never)
+    attach_socket: str | None = None  # where processes the master did not fork join the pool
 
 
 @dataclass
@@ -89,6 +92,7 @@ class WorkerProcess:
     retire_by: float | None = None  # a retiring worker still running then is killed
     request_limit: int = 0
     recycling: bool = False  # serving until its replacement is ready
+    attached: bool = False  # joined through the attach socket: not our child, not respawned
 
 
 class Master:
@@ -110,6 +114,7 @@ class Master:
         self.reloading: int | None = None  # the generation a reload replaces
         self._generations = 0
         self._ever_ready = False
+        self._attach_listener: socket.socket | None = None
         self._before_reload: tuple[int, MasterConfig] | None = None
         self._memory_checked = 0.0
         self.boot_failures = 0
@@ -145,6 +150,7 @@ class Master:
         for fd in (self._wakeup_r, self._wakeup_w):
             os.set_blocking(fd, False)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
+        self._open_attach_socket()
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for name in SIGNALS:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
@@ -155,9 +161,13 @@ class Master:
         for name in SIGNALS:
             signal.signal(getattr(signal, "SIG" + name), signal.SIG_DFL)
         self._close_listeners()
+        self._close_attach_socket()
         for sock in self.waiting:
             sock.close()
         self.waiting.clear()
+        for worker in list(self.workers.values()):
+            if worker.attached:
+                self._detach(worker.pid, "the master is stopping")
         self.selector.close()
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
@@ -328,11 +338,16 @@ class Master:
     # -- commands --------------------------------------------------------------------------------
 
     def broadcast(self, command: str) -> None:
-        """Write a control command to every worker."""
-        line = wire.command(command)
+        """Send a control command to every worker."""
         for worker in self.workers.values():
-            with contextlib.suppress(OSError):
-                os.write(worker.control, line)
+            self._command(worker, command)
+
+    def _command(self, worker: WorkerProcess, command: str) -> None:
+        with contextlib.suppress(OSError):
+            if worker.attached:  # no control pipe: the command goes down the channel
+                worker.channel.send(wire.control(command))
+            else:
+                os.write(worker.control, wire.command(command))
 
     def pause(self) -> None:
         """Stop accepting (clients wait in the backlog) and tell the workers."""
@@ -382,7 +397,7 @@ class Master:
         return [
             w
             for w in self.workers.values()
-            if not (w.closing or w.recycling) and w.generation == generation
+            if not (w.closing or w.recycling or w.attached) and w.generation == generation
         ]
 
     def _manage(self) -> None:
@@ -455,7 +470,10 @@ class Master:
                     sock.close()
         for worker in self.workers.values():
             worker.channel.close()
-            os.close(worker.control)
+            if not worker.attached:
+                os.close(worker.control)
+        if getattr(self, "_attach_listener", None) is not None:
+            self._attach_listener.close()  # type: ignore[union-attr]
         self.selector.close()
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
@@ -469,21 +487,24 @@ class Master:
         worker.killed_at = None
         worker.retire_by = time.monotonic() + self.config.graceful_timeout
         self.dispatcher.closing(pid)
-        with contextlib.suppress(OSError):
-            os.write(worker.control, wire.command("close"))
+        self._command(worker, "close")
 
     def _kill_all(self, signum: int) -> None:
-        for pid in list(self.workers):
+        for worker in list(self.workers.values()):
+            if worker.attached:  # not ours to kill: let it go
+                self._detach(worker.pid, "the master is stopping")
+                continue
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+                os.kill(worker.pid, signum)
 
     def _reap(self, block: bool = False) -> None:
         deadline = time.monotonic() + KILL_GRACE
-        while self.workers:
+        while any(not w.attached for w in self.workers.values()):
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                self.workers.clear()
+            except ChildProcessError:  # no children left: only attached workers remain
+                for pid in [p for p, w in self.workers.items() if not w.attached]:
+                    del self.workers[pid]
                 return
             if pid == 0:
                 return
@@ -491,9 +512,77 @@ class Master:
             if block and time.monotonic() > deadline:
                 return
 
+    # -- attached workers ---------------------------------------------------------------------
+
+    def _open_attach_socket(self) -> None:
+        path = self.config.attach_socket
+        if path is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o177)  # 0600: only this user may join the pool
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        sock.setblocking(False)
+        self._attach_listener = sock
+        self.selector.register(sock, selectors.EVENT_READ, self._on_attach)
+        log.info("attach socket %s", path)
+
+    def _on_attach(self, listener: socket.socket) -> None:
+        try:
+            channel, _ = listener.accept()
+        except OSError:
+            return
+        creds = channel.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _ = struct.unpack("3i", creds)
+        if uid != os.getuid() or pid in self.workers:
+            log.warning("attach refused: pid %d uid %d", pid, uid)
+            channel.close()
+            return
+        channel.setblocking(False)
+        now = time.monotonic()
+        worker = WorkerProcess(pid, channel, -1, now, now, generation=self.dispatcher.generation)
+        worker.attached = True
+        self.workers[pid] = worker
+        self.dispatcher.add(pid)
+        self.selector.register(
+            channel, selectors.EVENT_READ, functools.partial(self._on_channel, pid)
+        )
+        log.info("worker %d attached", pid)
+
+    def _detach(self, pid: int, why: str) -> None:
+        """Forget an attached worker; its unacknowledged connections go to another."""
+        worker = self.workers.pop(pid, None)
+        if worker is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(worker.channel)
+        worker.channel.close()
+        self.waiting[:0] = self.dispatcher.remove(pid)
+        log.info("attached worker %d left: %s", pid, why)
+
+    def _close_attach_socket(self) -> None:
+        sock = getattr(self, "_attach_listener", None)
+        if sock is None:
+            return
+        self._attach_listener = None
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(sock)
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.config.attach_socket)  # type: ignore[arg-type]
+
     def _worker_exited(self, pid: int, code: int) -> None:
         worker = self.workers.pop(pid, None)
         if worker is None:
+            return
+        if worker.attached:  # a pid reused by a child of ours? never mind it
+            self.workers[pid] = worker
             return
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(worker.channel)
@@ -571,6 +660,8 @@ class Master:
                 worker.killed_at = now
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)
+            elif worker.attached and now - worker.last_seen > self.config.timeout:
+                self._detach(worker.pid, f"silent for {now - worker.last_seen:.0f} s")
             elif now - worker.last_seen > self.config.timeout and not worker.closing:
                 log.critical(
                     "worker %d silent for %.0f s: killing it", worker.pid, now - worker.last_seen
@@ -594,7 +685,10 @@ class Master:
             except OSError:
                 data = b""
             if not data:  # the worker is exiting: wait for the reap
-                self.selector.unregister(channel)
+                if worker.attached:
+                    self._detach(pid, "its channel closed")
+                else:
+                    self.selector.unregister(channel)
                 return
             worker.last_seen = time.monotonic()
             self._on_message(worker, wire.decode(data))

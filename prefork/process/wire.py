@@ -10,6 +10,7 @@ Two channels per worker::
       |          CLOSED 'C' u32 count             that many connections finished
       |          BEAT   'H' u64 requests u32 open heartbeat from the event loop, with stats
       |          ERROR  'E' utf-8 text            boot failed (e.g. the app cannot import)
+      |   down:  CMD    'K' command name          a control command, for attached workers
       |
       |-- control: pipe, master -> worker ------------>|   one command per line
           pause | resume | close | reopen-logs          EOF: the master is gone
@@ -29,6 +30,7 @@ ACK = b"A"
 CLOSED = b"C"
 BEAT = b"H"
 ERROR = b"E"
+CMD = b"K"
 
 COMMANDS = ("pause", "resume", "close", "reopen-logs")
 
@@ -66,6 +68,13 @@ def error(text: str) -> bytes:
     return ERROR + text.encode("utf-8", "replace")[:4000]
 
 
+def control(name: str) -> bytes:
+    """A control command as a channel message (attached workers have no control pipe)."""
+    if name not in COMMANDS:
+        raise ValueError(f"unknown command {name!r}")
+    return CMD + name.encode("ascii")
+
+
 def decode(data: bytes) -> Message:
     """Decode one channel message.
 
@@ -84,6 +93,8 @@ def decode(data: bytes) -> Message:
             return Message(kind)
         if kind == ERROR:
             return Message(kind, text=body.decode("utf-8", "replace"))
+        if kind == CMD and body.decode("ascii", "replace") in COMMANDS:
+            return Message(kind, text=body.decode("ascii"))
     except struct.error:
         pass
     raise ValueError(f"bad channel message {data[:16]!r}")

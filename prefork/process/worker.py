@@ -131,6 +131,9 @@ class Worker:
                 server.close()
                 return
             message = wire.decode(data)
+            if message.kind == wire.CMD:
+                self.command(message.text)
+                continue
             if message.kind != wire.BATCH:
                 continue
             for fd in fds:
@@ -194,14 +197,34 @@ class Worker:
             return
         commands, self._control_buf = wire.split_commands(self._control_buf + data)
         for name in commands:
-            if name == "close":
-                self.close()
-            elif name == "pause":
-                self.server.pause()
-            elif name == "resume":
-                self.server.resume()
-            elif name == "reopen-logs":
-                logs.reopen()
+            self.command(name)
+
+    def command(self, name: str) -> None:
+        """Obey a master's command: close, pause, resume or reopen-logs."""
+        assert self.server is not None
+        if name == "close":
+            self.close()
+        elif name == "pause":
+            self.server.pause()
+        elif name == "resume":
+            self.server.resume()
+        elif name == "reopen-logs":
+            logs.reopen()
+
+
+def attach(path: str) -> socket.socket:
+    """Connect to a master's ``--attach-socket``: the channel to give :class:`Worker`.
+
+    A process the master did not fork joins its pool this way (an embedded worker): it gets
+    connections and commands like any worker, but the master does not respawn it.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _exit_now() -> None:
