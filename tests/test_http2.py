@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import shutil
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame
 
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
+from prefork.protocol import http2 as proto
 from prefork.protocol import tls
 from tests.conftest import Running, hello, response_headers, wait_until
 
@@ -83,8 +85,10 @@ def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
 class Raw:
     """h2's client connection over a socket: the raw, scriptable peer."""
 
-    def __init__(self, running: Running, settings: dict[int, int] | None = None) -> None:
-        self.sock = running.connect(TIMEOUT)
+    def __init__(
+        self, running: Running, settings: dict[int, int] | None = None, sock: Any = None
+    ) -> None:
+        self.sock = sock if sock is not None else running.connect(TIMEOUT)
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config)
         if settings:
@@ -261,6 +265,38 @@ def test_version_2_bad_preface_gets_goaway(serve) -> None:
     assert frames[-1].type == 0x7, frames  # GOAWAY
     assert frames[-1].error_code == ErrorCodes.PROTOCOL_ERROR
     assert_serves(running)
+
+
+def test_preface_split_across_reads(serve) -> None:
+    running = serve(hello)
+    for first, rest in [
+        (b"P", b"OST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        (b"PRI * HTTP", proto.PREFACE[10:]),
+    ]:
+        with running.connect() as sock:
+            sock.sendall(first)
+            sock.sendall(rest)
+            reply = sock.recv(65536)
+        if first == b"P":
+            assert reply.startswith(b"HTTP/1.1 200 OK"), reply
+        else:  # the server's SETTINGS: HTTP/2
+            frame, _ = Frame.parse_frame_header(memoryview(reply[:9]))
+            assert frame.type == 0x4, reply
+
+
+def test_prior_knowledge_over_tls_without_alpn(serve) -> None:
+    running = serve(echo, tls=True)  # no ALPN asked for: the preface decides
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sock = ctx.wrap_socket(running.connect(), server_hostname="localhost")
+    client = Raw(running, sock=sock)
+    try:
+        headers, _ = client.response(client.get("/tls"))
+    finally:
+        client.close()
+    assert sock.selected_alpn_protocol() is None
+    assert (headers[":status"], headers["x-tls"]) == ("200", "yes")
 
 
 def test_version_2_pins_http2_over_tls_without_alpn(serve) -> None:
