@@ -775,3 +775,23 @@ def test_matrix(serve, tmp_path, family: str, tls_on: bool, client: str, server_
         r = c.post(base + "/m", content=b"body")
     assert r.http_version == ("HTTP/2" if h2_client else "HTTP/1.1")
     assert (r.content, r.headers["x-scheme"]) == (b"body", "https" if tls_on else "http")
+
+
+@pytest.mark.parametrize("kind", ["priority", "empty-data"])
+def test_priority_and_empty_frame_floods_get_enhance_your_calm(serve, raw, kind: str) -> None:
+    running = serve(echo)
+    client = raw(running)
+    sid = client.get("/", end=False)
+    for _ in range(2000):
+        if kind == "priority":
+            client.conn.prioritize(sid, weight=16)
+        else:
+            client.conn.send_data(sid, b"")
+    events = attack(client, client.conn.data_to_send())
+    assert goaway(events).error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert_serves_echo(running)
+
+
+def assert_serves_echo(running: Running) -> None:
+    with prior_knowledge(running) as client:
+        assert client.post("/", content=b"ok").content == b"ok"

@@ -10,11 +10,12 @@ state (streams, HPACK, flow-control windows); this module adds what h2 leaves to
   flow control back-pressures a slow stream and never the connection (RFC 9113 section 5.2);
 * defences, each ending the connection with GOAWAY(ENHANCE_YOUR_CALM) (RFC 9113 section 7):
   a rate budget for RST_STREAM from the client (rapid reset, CVE-2023-44487), for PING and
-  for SETTINGS frames (each makes us queue an answer, RFC 9113 section 10.5), and a cap on a
-  header block's size across CONTINUATION frames (CVE-2024-27316). h2 only decodes a header
-  block at END_HEADERS and buffers up to 64 CONTINUATION frames until then, up to 1 MiB with
-  16 KiB frames; :class:`_BlockScanner` reads the frame headers on the way in and stops a
-  block at ``max_header_list_size`` bytes. The decoded list is capped by h2 itself (HPACK
+  for SETTINGS frames (each makes us queue an answer, RFC 9113 section 10.5), for frames
+  that cost work and carry nothing (PRIORITY and empty DATA: CVE-2019-9513, CVE-2019-9518),
+  and a cap on a header block's size across CONTINUATION frames (CVE-2024-27316). h2 only
+  decodes a header block at END_HEADERS and buffers up to 64 CONTINUATION frames until
+  then, up to 1 MiB with 16 KiB frames; :class:`_BlockScanner` reads the frame headers on
+  the way in and stops a block at ``max_header_list_size`` bytes. The decoded list is capped by h2 itself (HPACK
   bomb: ``MAX_HEADER_LIST_SIZE``, answered with GOAWAY(ENHANCE_YOUR_CALM)).
 
 A peer that breaks the protocol gets h2's GOAWAY; :meth:`receive_data` then raises
@@ -59,13 +60,14 @@ MAX_WINDOW = 2**31 - 1  # RFC 9113 section 6.9.1
 RESET_BUDGET = (200.0, 100.0)
 PING_BUDGET = (50.0, 10.0)
 SETTINGS_BUDGET = (50.0, 10.0)
+JUNK_BUDGET = (500.0, 200.0)  # PRIORITY frames (browsers send a few) and empty DATA frames
 
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 # RFC 7540 section 3.2.1: these belong to the HTTP/1 hop, not to stream 1.
 _UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive"})
 
-_HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
-_END_HEADERS = 0x4
+_DATA, _HEADERS, _PRIORITY, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x2, 0x5, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
 @dataclass(frozen=True)
@@ -205,10 +207,11 @@ class _BlockScanner:
     section 6.10); its size is the sum of their payloads.
     """
 
-    __slots__ = ("_block", "_head", "_skip", "limit")
+    __slots__ = ("_block", "_head", "_skip", "junk", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.junk = 0  # PRIORITY and empty DATA frames seen: work for us, nothing for anyone
         self._skip = len(PREFACE)  # h2 strips the preface; it is no frame
         self._head = b""
         self._block = -1  # bytes of the open header block, -1: none open
@@ -238,6 +241,8 @@ class _BlockScanner:
                     return False
                 if flags & _END_HEADERS:
                     self._block = -1
+            elif kind == _PRIORITY or (not length and kind == _DATA and not flags & _END_STREAM):
+                self.junk += 1  # CVE-2019-9513 (PRIORITY), CVE-2019-9518 (empty frames)
             self._skip = length
 
 
@@ -289,6 +294,7 @@ class H2Protocol:
         self._resets = Budget(*RESET_BUDGET)
         self._pings = Budget(*PING_BUDGET)
         self._settings_frames = Budget(*SETTINGS_BUDGET)
+        self._junk = Budget(*JUNK_BUDGET)
         self.closed = False
 
     def data_to_send(self) -> bytes:
@@ -307,8 +313,13 @@ class H2Protocol:
             data = self._check_preface(data)
             if not data:
                 return []
-        if not self._scanner.feed(data):
+        scanner = self._scanner
+        if not scanner.feed(data):
             self._calm_down("header block larger than max_header_list_size")
+        if scanner.junk:
+            junk, scanner.junk = scanner.junk, 0
+            if not self._junk.spend(now, junk):
+                self._calm_down("PRIORITY or empty frame flood")
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
