@@ -15,8 +15,9 @@ state (streams, HPACK, flow-control windows); this module adds what h2 leaves to
   and a cap on a header block's size across CONTINUATION frames (CVE-2024-27316). h2 only
   decodes a header block at END_HEADERS and buffers up to 64 CONTINUATION frames until
   then, up to 1 MiB with 16 KiB frames; :class:`_BlockScanner` reads the frame headers on
-  the way in and stops a block at ``max_header_list_size`` bytes. The decoded list is capped by h2 itself (HPACK
-  bomb: ``MAX_HEADER_LIST_SIZE``, answered with GOAWAY(ENHANCE_YOUR_CALM)).
+  the way in and stops a block at ``max_header_list_size`` bytes. The decoded list is
+  capped by h2 itself (HPACK bomb: ``MAX_HEADER_LIST_SIZE``, answered with
+  GOAWAY(ENHANCE_YOUR_CALM)).
 
 A peer that breaks the protocol gets h2's GOAWAY; :meth:`receive_data` then raises
 :class:`ConnectionClosed` and the caller flushes and closes.
