@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "max_requests_jitter": 0,
     "max_memory": 0,
     "attach_socket": None,
+    "control_socket": None,
 }
 
 
@@ -126,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-body-size", type=int, metavar="BYTES", help="default unlimited (413)")
     g.add_argument("--backlog", type=int, metavar="N", help="listen backlog (default 2048)")
     m = p.add_argument_group("master")
+    m.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="a Unix socket (mode 0600) for `prefork ctl --control-socket PATH COMMAND`",
+    )
     m.add_argument(
         "--attach-socket",
         metavar="PATH",
@@ -368,8 +374,40 @@ def reload_settings(
     }
 
 
+def ctl_main(argv: list[str]) -> int:
+    """``prefork ctl``: one command to a running master through its control socket."""
+    from prefork.process import control
+
+    parser = argparse.ArgumentParser(
+        prog="prefork ctl",
+        description="Talk to a running master: status [--json], metrics, reload, "
+        "stop [--quick], pause, resume, workers N, reopen-logs.",
+    )
+    parser.add_argument(
+        "-s",
+        "--control-socket",
+        required=True,
+        metavar="PATH",
+        help="the master's --control-socket",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.exit(2, "prefork ctl: error: a command is required\n")
+    try:
+        answer = control.request(args.control_socket, args.command)
+    except OSError as exc:
+        print(f"prefork ctl: error: {args.control_socket}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(answer)
+    return 1 if answer.startswith("error") else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prefork`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        return ctl_main(argv[1:])
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     try:
@@ -420,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_requests_jitter=s["max_requests_jitter"],
                     max_memory=s["max_memory"] * 1048576,
                     attach_socket=s["attach_socket"],
+                    control_socket=s["control_socket"],
                     reload=lambda: reload_settings(args, config_path, s),
                 )
             )

@@ -72,6 +72,7 @@ class MasterConfig:
     max_requests_jitter: int = 0  # plus up to this many, so workers do not recycle together
     max_memory: int = 0  # recycle a worker whose RSS exceeds this many bytes (0: never)
     attach_socket: str | None = None  # where processes the master did not fork join the pool
+    control_socket: str | None = None  # where `prefork ctl` talks to the master
 
 
 @dataclass
@@ -93,6 +94,7 @@ class WorkerProcess:
     request_limit: int = 0
     recycling: bool = False  # serving until its replacement is ready
     attached: bool = False  # joined through the attach socket: not our child, not respawned
+    process: Any = None  # psutil.Process, kept so that CPU% is measured between samples
 
 
 class Master:
@@ -115,6 +117,7 @@ class Master:
         self._generations = 0
         self._ever_ready = False
         self._attach_listener: socket.socket | None = None
+        self._control: Any = None
         self._before_reload: tuple[int, MasterConfig] | None = None
         self._memory_checked = 0.0
         self.boot_failures = 0
@@ -151,6 +154,12 @@ class Master:
             os.set_blocking(fd, False)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
         self._open_attach_socket()
+        if self.config.control_socket is not None:
+            from prefork.process.control import ControlServer
+
+            self._control = ControlServer(self.config.control_socket)
+            serve = self._control.serve_one
+            self.selector.register(self._control.sock, selectors.EVENT_READ, lambda _: serve(self))
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for name in SIGNALS:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
@@ -162,6 +171,8 @@ class Master:
             signal.signal(getattr(signal, "SIG" + name), signal.SIG_DFL)
         self._close_listeners()
         self._close_attach_socket()
+        if self._control is not None:
+            self._control.close()
         for sock in self.waiting:
             sock.close()
         self.waiting.clear()
@@ -472,6 +483,8 @@ class Master:
             worker.channel.close()
             if not worker.attached:
                 os.close(worker.control)
+        if self._control is not None:
+            self._control.sock.close()
         if getattr(self, "_attach_listener", None) is not None:
             self._attach_listener.close()  # type: ignore[union-attr]
         self.selector.close()
