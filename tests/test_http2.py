@@ -249,8 +249,9 @@ def test_nghttp(serve, upgrade: bool) -> None:
     assert "recv DATA frame <length=13, flags=0x01" in text
 
 
-def test_version_2_bad_preface_gets_goaway(serve) -> None:
-    running = serve(hello, version=2)
+@pytest.mark.parametrize("mode", [False, None])
+def test_version_2_bad_preface_gets_goaway(serve, mode: bool | None) -> None:
+    running = serve(hello, version=2, tls=mode)
     with running.connect() as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
