@@ -304,7 +304,13 @@ def pidfile(path: str | None) -> Iterator[None]:
 
 
 def open_listeners(binds: list[str], backlog: int) -> tuple[list[socket.socket], list[str]]:
-    """Bind every address (or take systemd's sockets); returns the sockets and unix paths."""
+    """Bind every address, or take the sockets of an old master (USR2: ``PREFORK_FDS``) or of
+    systemd (``LISTEN_FDS``); returns the sockets and the unix paths to remove at exit."""
+    passed = os.environ.pop("PREFORK_FDS", "")
+    if passed:
+        socks = [socket.socket(fileno=int(fd)) for fd in passed.split(",")]
+        names = [s.getsockname() for s in socks if s.family == socket.AF_UNIX]
+        return socks, [n for n in names if isinstance(n, str) and n]
     inherited = systemd.listen_fds()
     if inherited:
         return inherited, []
@@ -459,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_memory=s["max_memory"] * 1048576,
                     attach_socket=s["attach_socket"],
                     control_socket=s["control_socket"],
+                    pidfile=s["pidfile"],
                     reload=lambda: reload_settings(args, config_path, s),
                 )
             )

@@ -131,10 +131,11 @@ class ControlServer:
         self.sock.listen(8)
         self.sock.setblocking(False)
 
-    def close(self) -> None:
+    def close(self, unlink: bool = True) -> None:
         self.sock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if unlink:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
     def serve_one(self, master: Master) -> None:
         """Answer one waiting client (called when the socket is readable)."""

@@ -26,6 +26,7 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import time
 import traceback
@@ -73,6 +74,8 @@ class MasterConfig:
     max_memory: int = 0  # recycle a worker whose RSS exceeds this many bytes (0: never)
     attach_socket: str | None = None  # where processes the master did not fork join the pool
     control_socket: str | None = None  # where `prefork ctl` talks to the master
+    pidfile: str | None = None  # renamed to .oldbin during a binary upgrade
+    argv: list[str] | None = None  # how to start a new master on USR2 (default: as we were)
 
 
 @dataclass
@@ -117,6 +120,8 @@ class Master:
         self._generations = 0
         self._ever_ready = False
         self._attach_listener: socket.socket | None = None
+        self._upgrade: subprocess.Popen[bytes] | None = None
+        self._winched: int | None = None
         self._control: Any = None
         self._before_reload: tuple[int, MasterConfig] | None = None
         self._memory_checked = 0.0
@@ -172,7 +177,10 @@ class Master:
         self._close_listeners()
         self._close_attach_socket()
         if self._control is not None:
-            self._control.close()
+            self._control.close(unlink=self._upgrade is None)
+        if self._upgrade is not None and self.config.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.config.pidfile}.oldbin")
         for sock in self.waiting:
             sock.close()
         self.waiting.clear()
@@ -252,11 +260,49 @@ class Master:
         """Hot reload: a new generation of workers, then the old one drains."""
         self.reload()
 
-    def handle_usr2(self) -> None:
-        """Reserved for the binary upgrade (issue #5): ignored, so it does not kill the master."""
-        log.warning("SIG%s: binary upgrade is not available in this version; ignored", "USR2")
+    # -- binary upgrade (nginx style) --------------------------------------------------------
 
-    handle_winch = handle_usr2
+    def handle_usr2(self) -> None:
+        """Start a new master (new prefork code too) on the same listening sockets.
+
+        Both masters accept until this one gets WINCH (its workers retire, it stops
+        accepting) and then QUIT; HUP after WINCH rolls back. The pidfile is renamed
+        ``.oldbin`` while the new master owns the name.
+        """
+        if self.stopping is not None or self._upgrade is not None:
+            log.warning("USR2: an upgrade is already under way (or stopping); ignored")
+            return
+        fds = [sock.fileno() for sock in self.config.listeners]
+        env = dict(os.environ, PREFORK_FDS=",".join(map(str, fds)))
+        argv = self.config.argv or [sys.executable, "-m", "prefork", *sys.argv[1:]]
+        if self.config.pidfile and os.path.exists(self.config.pidfile):
+            os.replace(self.config.pidfile, self.config.pidfile + ".oldbin")
+        try:
+            self._upgrade = subprocess.Popen(argv, pass_fds=fds, env=env)
+        except OSError as exc:
+            log.error("USR2: cannot start a new master: %s", exc)
+            self._upgrade_ended()
+            return
+        log.info("USR2: new master %d started on the same sockets", self._upgrade.pid)
+
+    def _upgrade_ended(self) -> None:
+        """The new master exited (or never started): this one stays in charge."""
+        self._upgrade = None
+        old = f"{self.config.pidfile}.oldbin"
+        if self.config.pidfile and os.path.exists(old):
+            os.replace(old, self.config.pidfile)
+
+    def handle_winch(self) -> None:
+        """After USR2: retire every worker and stop accepting; the master stays for rollback."""
+        if self._upgrade is None:
+            log.warning("WINCH without a binary upgrade under way; ignored")
+            return
+        log.info("WINCH: retiring the workers; HUP rolls back, QUIT finishes the upgrade")
+        self._winched = self.target
+        self.target = 0
+        self.paused = True
+        for pid in list(self.workers):
+            self._retire(pid)
 
     # -- reload ----------------------------------------------------------------------------------
 
@@ -271,6 +317,8 @@ class Master:
         """
         if self.stopping is not None:
             return
+        if self._winched is not None:  # roll back a binary upgrade: serve again
+            self.target, self._winched, self.paused = self._winched, None, False
         if self.reloading is None:
             self._before_reload = (self.target, dataclasses.replace(self.config))
         if self.config.reload is not None:
@@ -394,9 +442,9 @@ class Master:
         self._set_accepting(False)
         for sock in self.config.listeners:
             sock.close()
-        for path in self.config.unix_paths:
+        for path in self.config.unix_paths if self._upgrade is None else ():
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(path)  # after a binary upgrade the new master owns the path
         self.config.listeners = []
         self.config.unix_paths = []
 
@@ -512,7 +560,7 @@ class Master:
 
     def _reap(self, block: bool = False) -> None:
         deadline = time.monotonic() + KILL_GRACE
-        while any(not w.attached for w in self.workers.values()):
+        while self._upgrade is not None or any(not w.attached for w in self.workers.values()):
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:  # no children left: only attached workers remain
@@ -587,10 +635,18 @@ class Master:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(sock)
         sock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.config.attach_socket)  # type: ignore[arg-type]
+        if self._upgrade is None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.attach_socket)  # type: ignore[arg-type]
 
     def _worker_exited(self, pid: int, code: int) -> None:
+        if self._upgrade is not None and pid == self._upgrade.pid:
+            self._upgrade.returncode = code
+            log.warning("the new master %d exited (%s); this one stays", pid, _status(code))
+            self._upgrade_ended()
+            if self._winched is not None:
+                self.reload()  # it had taken over: serve again
+            return
         worker = self.workers.pop(pid, None)
         if worker is None:
             return
