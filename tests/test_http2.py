@@ -531,6 +531,7 @@ def test_contract_write_checks_and_accounting(serve, client_for) -> None:
     running = serve(strict)
     r = client_for(running).get("/")
     assert r.content == b"12345"
+    wait_until(lambda: seen, what="the handler")  # it goes on after the response is out
     assert seen == [(200, 5, "127.0.0.1", "127.0.0.1")]
 
 
