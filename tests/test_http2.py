@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -797,3 +798,36 @@ def test_priority_and_empty_frame_floods_get_enhance_your_calm(serve, raw, kind:
 def assert_serves_echo(running: Running) -> None:
     with prior_knowledge(running) as client:
         assert client.post("/", content=b"ok").content == b"ok"
+
+
+def read_frames(sock: socket.socket) -> list[Any]:
+    """Every frame until the server closes (bounded by the socket timeout)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    frames = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+def test_close_before_the_first_request_still_serves_it(serve) -> None:
+    """A retiring worker serves a connection the master just handed it, as on HTTP/1."""
+    running = serve(hello)
+    with running.connect() as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding="utf-8"))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        sock.recv(65536)  # the server's SETTINGS: the connection is HTTP/2 now
+        running.call(running.server.close)
+        conn.send_headers(1, REQUEST, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        frames = read_frames(sock)
+    kinds = [(type(f).__name__, f.stream_id) for f in frames]
+    assert ("HeadersFrame", 1) in kinds and ("DataFrame", 1) in kinds, kinds
+    goaways = [f for f in frames if f.type == 0x7]
+    assert [(g.last_stream_id, g.error_code) for g in goaways] == [(1, 0)]

@@ -83,6 +83,7 @@ class H2Connection(asyncio.Protocol):
         self._peer_eof = False
         self._last_stream = 2**31 - 1  # streams above it are refused (after our GOAWAY)
         self._goaway_sent = False
+        self._closing = False  # close_gracefully() waits for a first request
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._flush_handle: asyncio.Handle | None = None
@@ -126,6 +127,8 @@ class H2Connection(asyncio.Protocol):
             self.transport.abort()
             self.server._report(self, "get_next_incoming_stream", exc)
             return
+        if self._closing and self._streams:
+            self.close_gracefully()  # the grace is over: the requests that came are served
         self._flush()
 
     def eof_received(self) -> bool:
@@ -308,9 +311,19 @@ class H2Connection(asyncio.Protocol):
     # -- closing and deadlines -------------------------------------------------------------------
 
     def close_gracefully(self) -> None:
-        """GOAWAY: open streams finish, new ones are refused; close after the last."""
+        """GOAWAY: open streams finish, new ones are refused; close after the last.
+
+        A connection that has not opened a stream yet was handed to us to be served (a
+        retiring worker still serves what the master gave it, as on HTTP/1): it gets a
+        short grace (at most 1 s) for its first requests, then the GOAWAY.
+        """
         if self._closed or self.transport.is_closing():
             return
+        if not self._streams and not self._goaway_sent and not self.h2.highest_inbound_stream_id:
+            self._closing = True  # data_received comes back here once streams are open
+            self._arm(min(1.0, self.server._options.connection_setup_timeout))
+            return
+        self._closing = False
         if not self._goaway_sent:
             self._goaway_sent = True
             self._last_stream = self.h2.highest_inbound_stream_id
