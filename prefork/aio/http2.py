@@ -1,6 +1,6 @@
 """One HTTP/2 connection on asyncio: bytes between the socket and :class:`H2Protocol`.
 
-:class:`H2Connection` is an ``asyncio.Protocol`` like :class:`~prefork.aio.http1.H1Connection`:
+:class:`H2Connection` is an ``asyncio.Protocol`` like ``prefork.aio.http1.H1Connection``:
 received bytes go to the sans-I/O :class:`~prefork.protocol.http2.H2Protocol`, each new
 request becomes an :class:`~prefork.aio.h2stream.H2Stream` handed to the server (which runs
 ``onstream`` in a task of its own, so streams never wait for each other), and what h2 queues
@@ -35,15 +35,7 @@ from prefork.aio import http1 as _http1  # a module import: http1 imports this o
 from prefork.aio.h1stream import TAKEN
 from prefork.aio.h2stream import H2Stream
 from prefork.headers import Headers
-from prefork.protocol.http2 import (
-    SWITCHING,
-    ConnectionClosed,
-    H2Protocol,
-    Settings,
-    goaway_frame,
-    h2c_upgrade,
-)
-from prefork.protocol.http2 import request_headers as _request_headers
+from prefork.protocol import http2 as proto
 
 if TYPE_CHECKING:
     from prefork.aio.http1 import H1Connection
@@ -73,7 +65,9 @@ class H2Connection(asyncio.Protocol):
         self.tls = tls
         self.scheme = "http" if tls is None else "https"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self._proto = H2Protocol(Settings.of(server._options), upgrade[0] if upgrade else None)
+        self._proto = proto.H2Protocol(
+            proto.Settings.of(server._options), upgrade[0] if upgrade else None
+        )
         self.h2 = self._proto.conn
         self._upgrade = upgrade
         self._fresh = fresh  # nothing received yet: the set-up deadline applies
@@ -114,7 +108,7 @@ class H2Connection(asyncio.Protocol):
                 self._arm(self.server._options.intra_stream_timeout)
         try:
             events = self._proto.receive_data(data, self.loop.time())
-        except ConnectionClosed:
+        except proto.ConnectionClosed:
             self._flush()  # the GOAWAY h2 or the defences queued
             self.transport.close()
             return
@@ -177,7 +171,7 @@ class H2Connection(asyncio.Protocol):
             # RFC 9113 section 6.8: opened after our GOAWAY; the client may retry elsewhere.
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        self._open_stream(sid, _request_headers(event.headers))
+        self._open_stream(sid, proto.request_headers(event.headers))
 
     def _on_data(self, event: ev.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
@@ -238,13 +232,10 @@ class H2Connection(asyncio.Protocol):
         self._flush_soon()
 
     def _wake_windows(self, stream_id: int | None) -> None:
-        if stream_id is None:
-            waiters = list(self._windows.values())
-        else:
-            one = self._windows.get(stream_id)
-            waiters = [one] if one is not None else []
-        for waiter in waiters:
-            if not waiter.done():
+        windows = self._windows
+        for sid in list(windows) if stream_id is None else [stream_id]:
+            waiter = windows.get(sid)
+            if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
     def _ack(self, stream_id: int, size: int) -> None:
@@ -328,7 +319,7 @@ class H2Connection(asyncio.Protocol):
             self._goaway_sent = True
             self._last_stream = self.h2.highest_inbound_stream_id
             self._flush()
-            self.transport.write(goaway_frame(self._last_stream))
+            self.transport.write(proto.goaway_frame(self._last_stream))
         self._check_idle()
 
     def close(self) -> None:
@@ -404,13 +395,13 @@ def upgrade_h2c(h1: H1Connection, info: RequestInfo) -> bool:
     """
     if h1.tls is not None or h1.server._options.version is not None:
         return False
-    upgrade = h2c_upgrade(info.headers, info.version)
+    upgrade = proto.h2c_upgrade(info.headers, info.version)
     if upgrade is None:
         return False
     transport = h1.transport
     h1._state = TAKEN  # its timer and callbacks stand down
     data = h1._parser.take_trailing_data()
-    transport.write(SWITCHING)
+    transport.write(proto.SWITCHING)
     conn = H2Connection(h1.server, upgrade=upgrade)
     transport.set_protocol(conn)
     conn.connection_made(transport)
