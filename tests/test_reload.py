@@ -195,8 +195,12 @@ class Load:
             self.results.append((opened, body))
 
     def _connect(self) -> tuple[socket.socket, float]:
+        # The time is taken before connecting: on busy cores a thread can be descheduled
+        # between connect() returning and reading the clock, long enough for a reload to
+        # complete while the master had already handed the connection to an old worker.
+        opened = time.monotonic()
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=REQUEST_TIMEOUT)
-        return sock, time.monotonic()
+        return sock, opened
 
     def _client(self, index: int) -> None:
         try:
