@@ -8,8 +8,24 @@ scenario; wrk is pinned to --load-cpu. Scenarios:
   idle-memory  N connections, one keep-alive request each, left idle: server RSS
                (children included) (after - before) / N
 It measures, it doesn't judge: exit 0 unless a server fails to start (1) or wrk/taskset is
-missing (2). Ratios are against uvicorn-h11. To extend (h2load, TLS, multi-worker rows), add a
-ServerDef to SERVERS and/or a Scenario to SCENARIOS.
+missing (2). Ratios are against uvicorn-h11. To extend (h2load, TLS), add a ServerDef to SERVERS
+and/or a Scenario to SCENARIOS.
+
+--suite master: multi-process rows (issue 4, item 9), 2 workers per server: prefork (balanced
+dispatch, and --dispatch round-robin), uvicorn --workers 2 (h11), gunicorn gthread and gunicorn's
+asgi worker (a shared accept socket). The whole server runs on --mp-server-cpus (default 0,1:
+both cores, so the two workers can run in parallel) and wrk on --load-cpu (1) with -t1, so wrk
+shares core 1 with the server: the table shows the CPU both used. The apps (tools/peers/work.py)
+answer hello, /burn (5 ms of CPU) and /pid, and count requests per process in mmapped files.
+Scenarios:
+  keep-alive   as above (-c64), plus the per-worker share of requests
+  close        as above: the new-connection rate, which tests the master's hand-off
+  skew         one connection per request, each /burn with probability 1/5 (tools/skew.lua),
+               wrk -c--skew-connections (8); p99 against gunicorn-asgi-w2 and prefork-rr-w2
+  skew-ka      the skewed load over keep-alive connections (not run unless named)
+  spread       --connections keep-alive connections opened in one burst, each asks /pid:
+               connections per worker, --spread-rounds times
+Ratios: req/s against uvicorn-w2; skew p99 against gunicorn-asgi-w2 (below 1 is better).
 """
 
 from __future__ import annotations
@@ -28,12 +44,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as tools/bench.py
+from tools.peers.work import read_counts
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # never anything else
@@ -51,6 +71,8 @@ class ServerDef:
     needs: str  # file that must exist, else the server is skipped (not an error)
     peer: bool = False  # installed in the peers venv
     pythonpath: bool = False  # put the repo on PYTHONPATH (prefork is not pip-installed)
+    workers: int = 1  # processes that serve requests
+    counts: bool = False  # the app is tools/peers/work.py's: /burn, /pid, per-process counts
 
     def render(self, **values: str) -> list[str]:
         return [part.format(**values) for part in self.argv]
@@ -113,12 +135,16 @@ class Running:
     port: int
     proc: subprocess.Popen[bytes]
     command: str  # as run, for the report
+    counts_dir: Path | None = None  # BENCH_COUNT_DIR of a `counts` server
+    workers: int = 1
 
 
 @dataclass(frozen=True)
 class Scenario:
     run: Callable[[Running, argparse.Namespace], dict[str, Any]]
-    metric: str  # result key compared with the baseline in the ratio column
+    metric: str  # result key compared with the baseline in the ratio column ("": no ratio)
+    baseline: str | None = None  # the server to compare with, when not the suite's baseline
+    counts: bool = False  # needs a `counts` server (others are skipped for this scenario)
 
 
 def free_port() -> int:
@@ -168,15 +194,35 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
             kid.kill()
 
 
+def wait_workers(proc: subprocess.Popen[bytes], counts_dir: Path, n: int, timeout: float) -> None:
+    """Wait until `n` processes have imported the app (tools/peers/work.py's <pid>.ready)."""
+    deadline = time.monotonic() + timeout
+    while (ready := len(list(counts_dir.glob("*.ready")))) < n:
+        if time.monotonic() > deadline:
+            raise StartError(f"{ready} of {n} workers loaded the app within {timeout:g} s")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            raise StartError(f"exited with code {proc.wait(timeout=0.05)} before its workers")
+    time.sleep(0.3)  # imported is not yet serving: let the last one reach its event loop
+
+
 @contextlib.contextmanager
 def running(
-    sdef: ServerDef, values: dict[str, str], log: Path, args: argparse.Namespace
+    sdef: ServerDef,
+    values: dict[str, str],
+    log: Path,
+    args: argparse.Namespace,
+    cpus: str | None = None,
 ) -> Iterator[Running]:
     port = int(values["port"])
-    full = ["taskset", "-c", str(args.server_cpu), *sdef.render(**values)]
+    full = ["taskset", "-c", cpus or str(args.server_cpu), *sdef.render(**values)]
     env = dict(os.environ)
     if sdef.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    counts_dir = None
+    if sdef.counts:
+        counts_dir = log.with_suffix(".counts")
+        counts_dir.mkdir()
+        env["BENCH_COUNT_DIR"] = str(counts_dir)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             full, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
@@ -184,10 +230,12 @@ def running(
     try:
         try:
             wait_ready(proc, port, args.startup_timeout)
+            if counts_dir is not None:
+                wait_workers(proc, counts_dir, sdef.workers, args.startup_timeout)
         except StartError as exc:
             output = log.read_text(errors="replace")[-4000:]
             raise StartError(f"{exc}\n$ {shlex.join(full)}\n{output}") from None
-        yield Running(port, proc, shlex.join(full))
+        yield Running(port, proc, shlex.join(full), counts_dir, sdef.workers)
     finally:
         stop(proc)
 
@@ -266,6 +314,11 @@ def _recv(sock: socket.socket) -> bytes:
 
 def read_response(sock: socket.socket) -> int:
     """Read one complete response (Content-Length or chunked body); return its status."""
+    return read_full_response(sock)[0]
+
+
+def read_full_response(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one complete response (Content-Length or chunked body); return status and body."""
     buf = b""
     while b"\r\n\r\n" not in buf:
         buf += _recv(sock)
@@ -280,7 +333,7 @@ def read_response(sock: socket.socket) -> int:
             body += _recv(sock)
     else:
         raise RuntimeError("keep-alive response without Content-Length or chunked body")
-    return int(status_line.split()[1])
+    return int(status_line.split()[1]), body
 
 
 def still_open(sock: socket.socket) -> bool:
@@ -325,6 +378,320 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+# --suite master: multi-process servers, 2 workers each ------------------------------------------
+
+WORKERS = "2"
+MASTER_BASELINE = "uvicorn-w2"
+BUSY_CORES = 0.2  # other processes using more than this during a row make it suspect
+SHARED_ACCEPT = "gunicorn-asgi-w2"  # the skewed load's reference: blocked workers stop accepting
+ROUND_ROBIN = "prefork-rr-w2"
+BALANCED = "prefork-w2"
+PREFORK_ARGV = ("{python}", "-m", "prefork", "--workers", WORKERS, "--bind", "{host}:{port}")
+PREFORK_APP = "tools/peers/prefork_hello.py:onstream"
+GUNICORN_ARGV = ("{venv}/bin/gunicorn", "-w", WORKERS, "--bind", "{host}:{port}")
+GUNICORN_TAIL = ("--log-level", "warning", "--chdir", "{repo}")
+
+MASTER_SERVERS: dict[str, ServerDef] = {
+    BALANCED: ServerDef(
+        (*PREFORK_ARGV, "--log-level", "warning", PREFORK_APP),
+        needs="{repo}/prefork/__main__.py",
+        pythonpath=True,
+        workers=2,
+        counts=True,
+    ),
+    ROUND_ROBIN: ServerDef(
+        (*PREFORK_ARGV, "--dispatch", "round-robin", "--log-level", "warning", PREFORK_APP),
+        needs="{repo}/prefork/__main__.py",
+        pythonpath=True,
+        workers=2,
+        counts=True,
+    ),
+    # The example as shipped: it prints a log line per request (to the row's log file). It has
+    # no /burn or /pid, so only the keep-alive and close rows.
+    "prefork-example-w2": ServerDef(
+        (*PREFORK_ARGV, "--log-level", "warning", "examples/hello.py:reply"),
+        needs="{repo}/examples/hello.py",
+        pythonpath=True,
+        workers=2,
+    ),
+    MASTER_BASELINE: ServerDef(
+        (
+            "{venv}/bin/uvicorn",
+            "--workers",
+            WORKERS,
+            "--http",
+            "h11",
+            "--loop",
+            "asyncio",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--app-dir",
+            "{repo}",
+            "tools.peers.asgi_routed:app",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ),
+        needs="{venv}/bin/uvicorn",
+        peer=True,
+        pythonpath=True,
+        workers=2,
+        counts=True,
+    ),
+    "gunicorn-gthread-w2": ServerDef(
+        (
+            *GUNICORN_ARGV,
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            *GUNICORN_TAIL,
+            "tools.peers.wsgi_hello:app",
+        ),
+        needs="{venv}/bin/gunicorn",
+        peer=True,
+        pythonpath=True,
+        workers=2,
+        counts=True,
+    ),
+    # gunicorn's own asyncio ASGI worker (gunicorn/workers/gasgi.py), on the shared socket
+    SHARED_ACCEPT: ServerDef(
+        (
+            *GUNICORN_ARGV,
+            "-k",
+            "asgi",
+            "--asgi-loop",
+            "asyncio",
+            *GUNICORN_TAIL,
+            "tools.peers.asgi_routed:app",
+        ),
+        needs="{venv}/bin/gunicorn",
+        peer=True,
+        pythonpath=True,
+        workers=2,
+        counts=True,
+    ),
+}
+# A gunicorn without its own asgi worker: uvicorn's worker class, also a shared accept socket.
+SHARED_ACCEPT_FALLBACK = ServerDef(
+    (
+        *GUNICORN_ARGV,
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        *GUNICORN_TAIL,
+        "tools.peers.asgi_routed:app",
+    ),
+    needs="{venv}/bin/gunicorn",
+    peer=True,
+    pythonpath=True,
+    workers=2,
+    counts=True,
+)
+
+
+def has_gunicorn_asgi(venv: Path) -> bool:
+    return any(venv.glob("lib/python*/site-packages/gunicorn/workers/gasgi.py"))
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process and its descendants (reaped ones included)."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's reaped children: wrk (taskset execs it)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent running processes (user, nice, system) since boot;
+    not irq/softirq time, which the loopback traffic itself may cause."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system)
+
+
+def wait_quiet(limit: float, threshold: float = 0.15) -> float:
+    """Wait up to `limit` seconds for a 1 s window in which the machine is busy for less than
+    `threshold` cores (another job's load would skew the row); return the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = busy_cpu_s()
+        time.sleep(1.0)
+        if busy_cpu_s() - before < threshold:
+            break
+    return time.monotonic() - start
+
+
+def share(values: list[int]) -> str:
+    """[6, 4] -> "60/40" (percent of the total, largest first)."""
+    total = sum(values)
+    return "/".join(f"{100 * v / total:.0f}" for v in values) if total else "-"
+
+
+def per_worker(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], workers: int
+) -> list[dict[str, int]]:
+    """Requests and burns per process during the run, most requests first; a worker that never
+    answered has no count file, so the list is padded with zeros up to `workers`."""
+    rows = [
+        {
+            "pid": pid,
+            "requests": req - before.get(pid, (0, 0))[0],
+            "burns": burns - before.get(pid, (0, 0))[1],
+        }
+        for pid, (req, burns) in after.items()
+    ]
+    rows += [{"pid": 0, "requests": 0, "burns": 0}] * (workers - len(rows))
+    return sorted(rows, key=lambda r: (-r["requests"], -r["burns"]))
+
+
+def mp_wrk_scenario(
+    *extra: str, connections: str = "connections", skewed: bool = False
+) -> Callable[[Running, argparse.Namespace], dict[str, Any]]:
+    """wrk warm-up run (discarded), then the measured run, around which the per-process counts
+    and the CPU time of the server (all its processes) and of wrk are read. `connections`: the
+    option giving wrk -c; `skewed`: /burn requests in the load (report their split too)."""
+
+    def run(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
+        base = [
+            "taskset",
+            "-c",
+            str(args.load_cpu),
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{getattr(args, connections)}",
+            "--latency",
+            *extra,
+        ]
+        url = f"http://{HOST}:{srv.port}/"
+        for measured, seconds in ((False, args.warmup), (True, args.duration)):
+            cmd = [*base, f"-d{seconds}s", url]
+            if measured:
+                counts0 = read_counts(srv.counts_dir) if srv.counts_dir else {}
+                srv0, wrk0, all0 = tree_cpu_s(srv.proc.pid), children_cpu_s(), busy_cpu_s()
+                t0 = time.monotonic()
+            proc = subprocess.run(
+                cmd, cwd=REPO, capture_output=True, text=True, check=False, timeout=seconds + 30
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr.strip()}")
+        elapsed = time.monotonic() - t0
+        server_cores = (tree_cpu_s(srv.proc.pid) - srv0) / elapsed
+        wrk_cores = (children_cpu_s() - wrk0) / elapsed
+        row = {
+            **parse_wrk(proc.stdout),
+            "server_cores": server_cores,
+            "wrk_cores": wrk_cores,
+            # Anything else busy on the machine meanwhile (bench.py itself is asleep in wait()).
+            "other_cores": max(0.0, (busy_cpu_s() - all0) / elapsed - server_cores - wrk_cores),
+            "load_command": shlex.join(cmd),
+        }
+        if srv.counts_dir:
+            workers = per_worker(counts0, read_counts(srv.counts_dir), srv.workers)
+            row["per_worker"] = workers
+            row["split"] = share([w["requests"] for w in workers])
+            if skewed:
+                row["burn_split"] = share([w["burns"] for w in workers])
+        return row
+
+    return run
+
+
+PID_REQUEST = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def ask_pid(sock: socket.socket) -> int:
+    sock.sendall(PID_REQUEST)
+    status, body = read_full_response(sock)
+    if status != 200:
+        raise RuntimeError(f"GET /pid answered {status}")
+    return int(body)
+
+
+def burst_spread(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
+    """--connections keep-alive connections opened back to back, then each asks GET /pid twice
+    (the second answer must come from the same worker). Repeated --spread-rounds times."""
+    n, rounds, splits, moved = args.connections, [], [], 0
+    srv0, own0, all0 = tree_cpu_s(srv.proc.pid), time.process_time(), busy_cpu_s()
+    t0 = time.monotonic()
+    for _ in range(args.spread_rounds):
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(n):  # the burst: connect only, every request after the last connect
+                socks.append(socket.create_connection((HOST, srv.port), timeout=10.0))
+            pids = [ask_pid(s) for s in socks]
+            moved += sum(ask_pid(s) != pid for s, pid in zip(socks, pids, strict=True))
+        finally:
+            for s in socks:
+                s.close()
+        per = sorted(Counter(pids).values(), reverse=True)
+        per += [0] * (srv.workers - len(per))
+        rounds.append(per)
+        splits.append("/".join(map(str, per)))
+        time.sleep(0.3)  # let the closes reach the server before the next burst
+    ours = tree_cpu_s(srv.proc.pid) - srv0 + time.process_time() - own0
+    return {
+        "other_cores": max(0.0, (busy_cpu_s() - all0 - ours) / (time.monotonic() - t0)),
+        "spread": rounds,
+        "split": " ".join(splits),
+        "max_share": max(max(r) / n for r in rounds),
+        "errors": moved,
+        "load_command": f"bench.py: {args.spread_rounds} x ({n} connects back to back, "
+        f"then {PID_REQUEST!r} twice on each)",
+    }
+
+
+MASTER_SCENARIOS: dict[str, Scenario] = {
+    "keep-alive": Scenario(mp_wrk_scenario(), "rps"),
+    "close": Scenario(mp_wrk_scenario("-H", "Connection: close"), "rps"),
+    "skew": Scenario(
+        mp_wrk_scenario(
+            "-H",
+            "Connection: close",
+            "-s",
+            "tools/skew.lua",
+            connections="skew_connections",
+            skewed=True,
+        ),
+        "p99_ms",
+        baseline=SHARED_ACCEPT,
+        counts=True,
+    ),
+    "skew-ka": Scenario(
+        mp_wrk_scenario("-s", "tools/skew.lua", connections="skew_connections", skewed=True),
+        "p99_ms",
+        baseline=SHARED_ACCEPT,
+        counts=True,
+    ),
+    "spread": Scenario(burst_spread, "", counts=True),  # no ratio: the goal is an even split
+}
+MASTER_DEFAULT_SCENARIOS = ("keep-alive", "close", "skew", "spread")
+
+
+@dataclass(frozen=True)
+class Suite:
+    servers: dict[str, ServerDef]
+    scenarios: dict[str, Scenario]
+    default_scenarios: tuple[str, ...]
+    baseline: str
+
+
+SUITES = {
+    "single": Suite(SERVERS, SCENARIOS, tuple(SCENARIOS), BASELINE),
+    "master": Suite(MASTER_SERVERS, MASTER_SCENARIOS, MASTER_DEFAULT_SCENARIOS, MASTER_BASELINE),
+}
+
+
 def ensure_peers_venv(venv: Path) -> None:
     if all((venv / "bin" / pkg).exists() for pkg in PEER_PACKAGES):
         return
@@ -347,34 +714,32 @@ def raise_nofile(need: int) -> None:
         print(f"# warning: RLIMIT_NOFILE soft={soft} hard={hard} < {need}", file=sys.stderr)
 
 
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    base = {r["scenario"]: r for r in rows if r["server"] == BASELINE}
+def add_ratios(rows: list[dict[str, Any]], suite: Suite = SUITES["single"]) -> None:
+    """ratio_to_baseline: the scenario's metric over its baseline server's (the suite's unless
+    the scenario names one); skew rows also get p99_vs_round_robin (over prefork-rr-w2's)."""
+
+    def ref(server: str, scen: str, metric: str) -> Any:
+        return next(
+            (r.get(metric) for r in rows if r["server"] == server and r["scenario"] == scen), None
+        )
+
     for r in rows:
-        metric = SCENARIOS[r["scenario"]].metric
-        ref, val = base.get(r["scenario"], {}).get(metric), r.get(metric)
-        r["ratio_to_baseline"] = val / ref if val is not None and ref else None
+        scenario = suite.scenarios[r["scenario"]]
+        metric = scenario.metric
+        base, val = ref(scenario.baseline or suite.baseline, r["scenario"], metric), r.get(metric)
+        r["ratio_to_baseline"] = val / base if metric and val is not None and base else None
+        if suite is SUITES["master"] and scenario.baseline == SHARED_ACCEPT:
+            rr = ref(ROUND_ROBIN, r["scenario"], "p99_ms")
+            r["p99_vs_round_robin"] = val / rr if val is not None and rr else None
 
 
 def fmt(value: Any, spec: str, suffix: str = "") -> str:
     return "-" if value is None else format(value, spec) + suffix
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ("server", "scenario", "req/s", "p99 ms", "errors", "KiB/conn", f"vs {BASELINE}")
-    table = [head] + [
-        (r["server"], r["scenario"], "FAILED: " + r["error"])
-        if "error" in r
-        else (
-            r["server"],
-            r["scenario"],
-            fmt(r.get("rps"), ",.0f"),
-            fmt(r.get("p99_ms"), ".2f"),
-            fmt(r.get("errors"), "d"),
-            fmt(r.get("kib_per_conn"), ".1f"),
-            fmt(r.get("ratio_to_baseline"), ".2f", "x"),
-        )
-        for r in rows
-    ]
+def render(table: list[tuple[str, ...]]) -> None:
+    """Print a header row and data rows; a 3-cell row is a failure line (not measured)."""
+    head = table[0]
     widths = [
         max(len(row[i]) for row in table if i < len(row) and len(row) > 3) for i in range(len(head))
     ]
@@ -387,18 +752,199 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = ("server", "scenario", "req/s", "p99 ms", "errors", "KiB/conn", f"vs {BASELINE}")
+    render(
+        [head]
+        + [
+            (r["server"], r["scenario"], "FAILED: " + r["error"])
+            if "error" in r
+            else (
+                r["server"],
+                r["scenario"],
+                fmt(r.get("rps"), ",.0f"),
+                fmt(r.get("p99_ms"), ".2f"),
+                fmt(r.get("errors"), "d"),
+                fmt(r.get("kib_per_conn"), ".1f"),
+                fmt(r.get("ratio_to_baseline"), ".2f", "x"),
+            )
+            for r in rows
+        ]
+    )
+
+
+def print_master_table(rows: list[dict[str, Any]]) -> None:
+    head = (
+        "server",
+        "scenario",
+        "req/s",
+        "p99 ms",
+        "errors",
+        "per-worker",
+        "burns",
+        "srv cores",
+        "wrk cores",
+        "other",
+        "ratio",
+        "p99 vs rr",
+    )
+    render(
+        [head]
+        + [
+            (r["server"], r["scenario"], "FAILED: " + r["error"])
+            if "error" in r
+            else (
+                r["server"],
+                r["scenario"],
+                fmt(r.get("rps"), ",.0f"),
+                fmt(r.get("p99_ms"), ".2f"),
+                fmt(r.get("errors"), "d"),
+                r.get("split") or "-",
+                r.get("burn_split") or "-",
+                fmt(r.get("server_cores"), ".2f"),
+                fmt(r.get("wrk_cores"), ".2f"),
+                fmt(r.get("other_cores"), ".2f"),
+                fmt(r.get("ratio_to_baseline"), ".2f", "x"),
+                fmt(r.get("p99_vs_round_robin"), ".2f", "x"),
+            )
+            for r in rows
+        ]
+    )
+    print(
+        f"""
+per-worker: % of the run's requests per worker, largest first (close and skew: one connection
+  per request, so also the share of connections); spread: connections per worker, per burst.
+burns: the same for the /burn requests. srv cores / wrk cores: CPU seconds per second of the
+  measured run, the server's processes together (master included) and wrk's; other: the rest
+  of the machine's busy CPU meanwhile (anything else running skews the row).
+ratio: req/s over {MASTER_BASELINE}'s (keep-alive, close); p99 over {SHARED_ACCEPT}'s (skew,
+  below 1 is better). p99 vs rr: p99 over {ROUND_ROBIN}'s (prefork --dispatch round-robin).
+errors: wrk's socket errors and non-2xx answers; spread: connections whose second /pid came
+  from another process."""
+    )
+
+
+def master_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 4 item 9's goals against this run's rows (reported, never the exit status)."""
+
+    def row(server: str, scen: str) -> dict[str, Any]:
+        return next(
+            (
+                r
+                for r in rows
+                if r["server"] == server and r["scenario"] == scen and "error" not in r
+            ),
+            {},
+        )
+
+    goals = []
+
+    def goal(text: str, value: float | None, target: str, met: bool | None) -> None:
+        goals.append({"goal": text, "value": value, "target": target, "met": met})
+
+    ratio = row(BALANCED, "close").get("ratio_to_baseline")
+    goal(
+        f"close: {BALANCED} new connections/s over {MASTER_BASELINE}'s",
+        ratio,
+        ">= 1.30x",
+        None if ratio is None else ratio >= 1.3,
+    )
+    ratio = row(BALANCED, "skew").get("ratio_to_baseline")
+    goal(
+        f"skew: {BALANCED} p99 over {SHARED_ACCEPT}'s (shared accept)",
+        ratio,
+        "< 1.00x",
+        None if ratio is None else ratio < 1.0,
+    )
+    ratio = row(BALANCED, "skew").get("p99_vs_round_robin")
+    goal(
+        f"skew: {BALANCED} p99 over {ROUND_ROBIN}'s (round-robin)",
+        ratio,
+        "<= 0.50x",
+        None if ratio is None else ratio <= 0.5,
+    )
+    spread = row(BALANCED, "spread").get("spread")
+    gap = max(max(r) - min(r) for r in spread) if spread else None
+    goal(
+        f"spread: {BALANCED} burst, largest gap between workers (connections)",
+        gap,
+        "<= 2 (even)",
+        None if gap is None else gap <= 2,
+    )
+    return goals
+
+
+def print_goals(goals: list[dict[str, Any]]) -> None:
+    print("\nGoals (issue 4, item 9), this run:")
+    for g in goals:
+        value = "-" if g["value"] is None else f"{g['value']:.2f}"
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[g["met"]]
+        print(f"  {g['goal']}: {value} (goal {g['target']}): {verdict}")
+
+
+def master_notes(
+    args: argparse.Namespace, servers: dict[str, ServerDef], rows: list[dict[str, Any]]
+) -> list[str]:
+    shared = " ".join(servers[SHARED_ACCEPT].argv[5:7]) if SHARED_ACCEPT in servers else "-"
+    notes = [
+        f"{os.cpu_count()} CPUs. Every server (master and workers) is pinned with taskset -c "
+        f"{args.mp_server_cpus}; wrk -t{args.threads} with taskset -c {args.load_cpu}. With "
+        "2 workers the server needs both cores, so wrk competes with it on its core: the srv/wrk "
+        "cores columns show who got the CPU.",
+        "The apps (tools/peers/work.py) do the same work everywhere: hello; /burn spins on "
+        "time.thread_time() until 5 ms of the thread's CPU are used; /pid answers the pid.",
+        "Per-worker counts: each process mmaps BENCH_COUNT_DIR/<pid>.cnt and updates it per "
+        "request; bench.py reads the files before and after the measured run (no exit hook).",
+        f"skew: wrk -c{args.skew_connections} with Connection: close and tools/skew.lua (each "
+        "request is /burn with probability 1/5, seeded: the same sequence for every server), so "
+        "each request is a new connection that the server has to place; with keep-alive, "
+        "connections are placed once, at the start.",
+        f"shared accept peer: gunicorn {shared} (both workers accept on the inherited socket).",
+        f"Measured run {args.duration} s after a {args.warmup} s warm-up; a fresh server per row.",
+    ]
+    if lazy := [
+        f"{r['server']} / {r['scenario']}"
+        for r in rows
+        if r.get("server_cores") is not None and r["server_cores"] + r["wrk_cores"] < 0.5
+    ]:
+        notes.append(
+            "Less than half a core busy (server + wrk), so bound by latency, not CPU: "
+            + ", ".join(lazy)
+        )
+    if busy := [
+        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0) > BUSY_CORES
+    ]:
+        notes.append(
+            f"WARNING: other processes used > {BUSY_CORES} cores during "
+            + ", ".join(busy)
+            + ": rerun those rows on a quiet machine"
+        )
+    return notes
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = p.add_argument
     add(
-        "--servers",
-        default=",".join(SERVERS),
-        help="comma-separated servers "
-        "(default: %(default)s); a server whose program is missing is skipped",
+        "--suite",
+        choices=tuple(SUITES),
+        default="single",
+        help="single: one process per server (default); master: 2 workers per server",
     )
-    add("--scenarios", default=",".join(SCENARIOS), help="comma-separated (default: %(default)s)")
+    add(
+        "--servers",
+        help="comma-separated servers (default: the suite's: "
+        + "; ".join(f"{k}: {','.join(v.servers)}" for k, v in SUITES.items())
+        + "); a server whose program is missing is skipped",
+    )
+    add(
+        "--scenarios",
+        help="comma-separated (default: "
+        + "; ".join(f"{k}: {','.join(v.default_scenarios)}" for k, v in SUITES.items())
+        + "; master also has skew-ka)",
+    )
     add("--duration", type=int, default=10, help="seconds of each measured wrk run (10)")
     add("--warmup", type=int, default=2, help="seconds of the wrk warm-up run (2)")
     add("--connections", type=int, default=64, help="wrk -c connections (64)")
@@ -415,6 +961,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--server-cpu", type=int, default=0, metavar="CPU", help="server's CPU (0)")
     add("--load-cpu", type=int, default=1, metavar="CPU", help="wrk's CPU (1)")
     add(
+        "--mp-server-cpus",
+        default="0,1",
+        metavar="LIST",
+        help="master suite: taskset CPU list of the whole server (%(default)s)",
+    )
+    add(
+        "--skew-connections",
+        type=int,
+        default=8,
+        metavar="N",
+        help="master suite: wrk -c of the skewed load (8: 4 per worker, a short queue, where "
+        "placing each connection matters; at 64 every worker is always deep in work)",
+    )
+    add(
+        "--spread-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="master suite: bursts of --connections connections in the spread scenario (3)",
+    )
+    add(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each row, wait up to S seconds for a second in which other processes use "
+        "< 0.15 cores (default 0: don't wait); for shared machines",
+    )
+    add(
+        "--retry-busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"master suite: run a row again, up to N times, when other processes used more than "
+        f"{BUSY_CORES} cores during its measured run (default 0); the last attempt is kept",
+    )
+    add(
         "--startup-timeout",
         type=float,
         default=20.0,
@@ -422,26 +1005,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds a server gets to answer GET / (20)",
     )
     args = p.parse_args(argv)
-    for opt, known in (("servers", SERVERS), ("scenarios", SCENARIOS)):
-        chosen = [x.strip() for x in getattr(args, opt).split(",") if x.strip()]
+    suite = SUITES[args.suite]
+    for opt, known, default in (
+        ("servers", suite.servers, tuple(suite.servers)),
+        ("scenarios", suite.scenarios, suite.default_scenarios),
+    ):
+        given = getattr(args, opt)
+        chosen = [x.strip() for x in given.split(",") if x.strip()] if given else list(default)
         if unknown := [x for x in chosen if x not in known]:
-            p.error(f"unknown --{opt}: {', '.join(unknown)} (choices: {', '.join(known)})")
+            p.error(
+                f"unknown --{opt} for --suite {args.suite}: {', '.join(unknown)} "
+                f"(choices: {', '.join(known)})"
+            )
         setattr(args, opt, chosen)
-    if min(args.idle, args.duration, args.warmup, args.connections, args.threads) < 1:
-        p.error("--idle, --duration, --warmup, --connections and --threads must be >= 1")
+    if (
+        min(
+            args.idle,
+            args.duration,
+            args.warmup,
+            args.connections,
+            args.threads,
+            args.skew_connections,
+            args.spread_rounds,
+        )
+        < 1
+    ):
+        p.error(
+            "--idle, --duration, --warmup, --connections, --threads, --skew-connections and "
+            "--spread-rounds must be >= 1"
+        )
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    suite = SUITES[args.suite]
+    master = suite is SUITES["master"]
+    servers = dict(suite.servers)
     # Progress lines and a failing server's stderr then come out in order.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if missing := [t for t in ("taskset", "wrk") if shutil.which(t) is None]:
         print(f"error: missing tools: {', '.join(missing)}", file=sys.stderr)
         return 2
     raise_nofile(args.idle + 100)  # before any server starts: they inherit it
-    if any(SERVERS[s].peer for s in args.servers):
+    if any(servers[s].peer for s in args.servers):
         ensure_peers_venv(args.peers_venv)
+    if master and SHARED_ACCEPT in args.servers and not has_gunicorn_asgi(args.peers_venv):
+        print(f"# {SHARED_ACCEPT}: this gunicorn has no asgi worker; using UvicornWorker")
+        servers[SHARED_ACCEPT] = SHARED_ACCEPT_FALLBACK
     values = {
         "python": sys.executable,
         "venv": str(args.peers_venv),
@@ -451,38 +1062,70 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     failed: list[str] = []
+    not_applicable: list[str] = []
     with tempfile.TemporaryDirectory(prefix="prefork-bench-") as tmp:
         for name in args.servers:
-            if not Path(need := SERVERS[name].needs.format(**values)).exists():
+            if not Path(need := servers[name].needs.format(**values)).exists():
                 skipped[name] = f"{need} does not exist"
                 print(f"# skipping {name}: {skipped[name]}")
                 continue
             for scen in args.scenarios:
-                port = free_port()
-                print(f"# {name} / {scen} on port {port}")
-                log = Path(tmp, f"{name}-{scen}.log")
-                try:
-                    with running(SERVERS[name], {**values, "port": str(port)}, log, args) as srv:
-                        try:
-                            row = SCENARIOS[scen].run(srv, args)
-                        except Exception as exc:  # a failed measurement, not a failed start
-                            row = {"error": f"{type(exc).__name__}: {exc}"}
-                except StartError as exc:
-                    print(f"error: {name} failed to start: {exc}", file=sys.stderr)
-                    failed.append(name)
-                    break
-                rows.append(
-                    {
+                if suite.scenarios[scen].counts and not servers[name].counts:
+                    not_applicable.append(f"{name} / {scen}")
+                    continue
+                row = None
+                for attempt in range(1, args.retry_busy + 2):
+                    waited = wait_quiet(args.quiet_wait) if args.quiet_wait else 0.0
+                    port = free_port()
+                    print(f"# {name} / {scen} on port {port}")
+                    log = Path(tmp, f"{name}-{scen}-{attempt}.log")
+                    cpus = args.mp_server_cpus if master else None
+                    try:
+                        with running(
+                            servers[name], {**values, "port": str(port)}, log, args, cpus
+                        ) as srv:
+                            try:
+                                row = suite.scenarios[scen].run(srv, args)
+                            except Exception as exc:  # a failed measurement, not a failed start
+                                row = {"error": f"{type(exc).__name__}: {exc}"}
+                    except StartError as exc:
+                        print(f"error: {name} failed to start: {exc}", file=sys.stderr)
+                        failed.append(name)
+                        row = None
+                        break
+                    row = {
                         "server": name,
                         "scenario": scen,
                         "port": port,
                         "server_command": srv.command,
                         **row,
+                        **({"quiet_wait_s": round(waited, 1)} if args.quiet_wait else {}),
+                        **({"attempts": attempt} if args.retry_busy else {}),
                     }
-                )
-    add_ratios(rows)
+                    if master and "error" not in row:
+                        print(
+                            f"#   {fmt(row.get('rps'), ',.0f')} req/s, p99 "
+                            f"{fmt(row.get('p99_ms'), '.2f')} ms, per-worker "
+                            f"{row.get('split') or '-'}, other {fmt(row.get('other_cores'), '.2f')}"
+                        )
+                    if row.get("other_cores", 0.0) <= BUSY_CORES:
+                        break
+                    print(f"# other processes used {row['other_cores']:.2f} cores meanwhile")
+                if row is None:
+                    break
+                rows.append(row)
+    add_ratios(rows, suite)
     print()
-    print_table(rows)
+    if master:
+        print_master_table(rows)
+        goals = master_goals(rows)
+        print_goals(goals)
+        notes = master_notes(args, servers, rows)
+        print("\nNotes:")
+        for note in notes:
+            print(f"  - {note}")
+    else:
+        print_table(rows)
     print("\nCommands (cwd = repo root; PORT = a fresh free port per row):")
     cmds = (
         re.sub(rf"\b{r['port']}\b", "PORT", r[k])
@@ -492,17 +1135,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     for cmd in dict.fromkeys(cmds):
         print(f"  $ {cmd}")
+    if not_applicable:
+        print(f"not applicable (the app has no /burn, /pid, counts): {', '.join(not_applicable)}")
     for name, why in [*skipped.items(), *((f, "failed to start") for f in failed)]:
         print(f"{name}: {why}")
     if args.json:
         report = {
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "baseline": BASELINE,
+            "suite": args.suite,
+            "baseline": suite.baseline,
             "skipped": skipped,
             "failed_to_start": failed,
             "results": rows,
         }
+        if master:
+            report |= {"not_applicable": not_applicable, "goals": goals, "notes": notes}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 1 if failed else 0
