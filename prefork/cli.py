@@ -275,7 +275,7 @@ def _tls_context(certfile: str, keyfile: str | None, version: Any) -> Any:
         except OSError as exc:
             raise RuntimeError(f"cannot read {path!r}: {exc.strerror}") from None
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-    tls.configure(ctx, tls.alpn_protocols(version))
+    tls.configure(ctx, tls.alpn_protocols(version, h2=version in (None, 2)))
     try:
         ctx.use_certificate_chain_file(certfile)
         ctx.use_privatekey_file(keyfile or certfile)

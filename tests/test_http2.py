@@ -200,6 +200,14 @@ def test_httpx_prior_knowledge(serve) -> None:
 
 
 @pytest.mark.parametrize("mode", [True, None])
+def test_the_generated_context_offers_h2(serve, mode: bool | None) -> None:
+    running = serve(echo, tls=mode)  # no ctx: the self-signed default
+    with httpx.Client(http2=True, verify=False, timeout=TIMEOUT) as client:
+        r = client.get(f"https://127.0.0.1:{running.port}/t")
+    assert (r.status_code, r.http_version) == (200, "HTTP/2")
+
+
+@pytest.mark.parametrize("mode", [True, None])
 def test_httpx_over_tls_alpn(serve, mode: bool | None) -> None:
     running = serve(echo, tls=mode, ctx=h2_context())
     url = f"https://127.0.0.1:{running.port}"

@@ -317,7 +317,7 @@ def test_connection_close_with_unread_body_lingers_over_tls(serve) -> None:
         (["http/1.1"], None, "http/1.1"),
         (["foo"], None, None),  # unknown only: served without ALPN
         (["foo", "http/1.0", "http/1.1"], None, "http/1.0"),  # the client's order wins
-        (["h2", "http/1.1"], None, "http/1.1"),  # no HTTP/2 yet: h2 is not chosen
+        (["h2", "http/1.1"], 1.1, "http/1.1"),  # pinned to 1.1: h2 is not chosen
         (["http/1.1", "http/1.0"], 1.0, "http/1.0"),
         (["http/1.0"], 1.1, None),
     ],

@@ -93,7 +93,7 @@ class _Contexts:
             server = self._server
             host = server._bind.host if server._bind is not None else None
             version = server._options.version
-            alpn = tls.alpn_protocols(version, h2=version == 2)  # h2: see docs/http2.md
+            alpn = tls.alpn_protocols(version, h2=version in (None, 2))
             ctx = self._ctx = tls.default_context(host, alpn)
             log.warning(
                 "TLS with a generated self-signed certificate for %s: clients will not trust "
