@@ -24,16 +24,15 @@ import stat
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Protocol
 
 from prefork import sockets
 from prefork.aio import loop as aioloop
 from prefork.aio import setup
-from prefork.aio.h1stream import H1Stream
-from prefork.aio.http1 import H1Connection
 from prefork.aio.tls import SetupProtocol
 from prefork.errors import ProtocolError
 from prefork.options import ListenOptions, ServerOptions, parse_listen_options, parse_server_options
+from prefork.stream import Stream
 
 __all__ = ["Server", "default_onerror", "listen", "new"]
 
@@ -43,6 +42,13 @@ ACCEPT_BATCH = 64
 _RESOURCE_ERRNOS = {errnos.EMFILE, errnos.ENFILE, errnos.ENOBUFS, errnos.ENOMEM}
 _ORDINARY = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ProtocolError)
 _MISSING: Any = object()
+
+
+class Connection(Protocol):
+    """What the server asks of every connection it tracks (HTTP/1, HTTP/2, set-up stages)."""
+
+    def close(self) -> None: ...
+    def close_gracefully(self) -> None: ...
 
 
 def default_onerror(
@@ -80,7 +86,7 @@ class Server:
         self._backoff = False
         self._closed = False
         self._finished = False
-        self._connections: set[H1Connection] = set()
+        self._connections: set[Connection] = set()
         self._opening = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[asyncio.Future[None]] = []
@@ -241,14 +247,14 @@ class Server:
             self._update_accepting()
             self._check_empty()
 
-    def add_stream(self, stream: H1Stream) -> None:
+    def add_stream(self, stream: Stream) -> None:
         """Run ``onstream(server, stream)`` for ``stream`` in a new task."""
         task = self._get_loop().create_task(self._run_stream(stream))
         self.requests += 1
         stream._task = task
         self._tasks.add(task)
 
-    async def _run_stream(self, stream: H1Stream) -> None:
+    async def _run_stream(self, stream: Any) -> None:
         try:
             await self._onstream(self, stream)
         except Exception as exc:
@@ -263,14 +269,14 @@ class Server:
 
     # -- bookkeeping (called by connections) ----------------------------------------------------
 
-    def _connection_made(self, conn: H1Connection) -> None:
+    def _connection_made(self, conn: Connection) -> None:
         self._connections.add(conn)
         # Given to us before close() (a retiring worker takes what is on its channel): it
         # gets its grace, like any silent connection at close(). Set-up stages pass it on.
         if self._closed and not isinstance(conn, SetupProtocol):
             conn.close_gracefully()
 
-    def _connection_lost(self, conn: H1Connection) -> None:
+    def _connection_lost(self, conn: Connection) -> None:
         """The connection's socket is finished with."""
         self._untrack(conn)
         if self.on_socket_done is not None:

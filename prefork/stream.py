@@ -27,6 +27,7 @@ class Stream(abc.ABC):
 
     connection: Any
     peer_version: float
+    _task: Any = None  # the task running onstream for it (set by Server.add_stream)
 
     def __init__(self) -> None:
         self._unget: list[bytes] = []

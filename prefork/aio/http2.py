@@ -97,7 +97,7 @@ class H2Connection(asyncio.Protocol):
             self._open_stream(1, self._upgrade[1], body_done=True)
         self._flush()
         # last: a server already closing calls close_gracefully() at once
-        self.server._connection_made(self)  # type: ignore[arg-type]
+        self.server._connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -148,7 +148,7 @@ class H2Connection(asyncio.Protocol):
             stream._lost()
         self._wake_windows(None)
         self._wake_writers()
-        self.server._connection_lost(self)  # type: ignore[arg-type]
+        self.server._connection_lost(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -163,7 +163,7 @@ class H2Connection(asyncio.Protocol):
         stream = H2Stream(self, stream_id, headers, body_done)
         self._streams[stream_id] = stream
         self._deadline = None  # the handler's time is its own
-        self.server.add_stream(stream)  # type: ignore[arg-type]
+        self.server.add_stream(stream)
 
     def _on_request(self, event: ev.RequestReceived) -> None:
         sid = event.stream_id
