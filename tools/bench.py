@@ -39,6 +39,7 @@ import re
 import resource
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -1039,6 +1040,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so every `finally` stops its server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     suite = SUITES[args.suite]
     master = suite is SUITES["master"]
     servers = dict(suite.servers)
