@@ -20,6 +20,10 @@ from typing import Generic, TypeVar
 
 Conn = TypeVar("Conn")
 POLICIES = ("balanced", "round-robin")
+# A worker with an unacknowledged batch counts as this many connections more: enough to steer
+# new connections away from a worker whose loop is stuck, bounded so that a worker merely
+# slow to be scheduled during a burst is not skipped for the whole burst.
+BUSY_PENALTY = 2
 
 
 @dataclass
@@ -130,7 +134,7 @@ class Dispatcher(Generic[Conn]):
         order = self._order
         n = len(order)
         best = None
-        best_rank: tuple[bool, int, int, int] | None = None
+        best_rank: tuple[bool, int, int] | None = None
         for offset in range(n):
             key = order[(self._cursor + offset) % n]
             slot = self.slots[key]
@@ -139,9 +143,8 @@ class Dispatcher(Generic[Conn]):
             # During a reload the new generation is preferred as soon as one of it is ready;
             # until then the old one keeps serving.
             old = slot.generation != self.generation
-            rank = (
-                (old, slot.busy, slot.outstanding, offset) if self.balanced else (old, 0, 0, offset)
-            )
+            load = slot.outstanding + BUSY_PENALTY * slot.busy
+            rank = (old, load, offset) if self.balanced else (old, 0, offset)
             if best_rank is None or rank < best_rank:
                 best, best_rank = key, rank
         if best is not None:
