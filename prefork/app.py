@@ -42,6 +42,11 @@ def load(spec: str) -> Callable[..., Any]:
         if target.endswith(".py") or os.sep in target:
             module = _load_file(target)
         else:
+            # As gunicorn and uvicorn do: `prefork myapp:onstream` run from the project
+            # directory finds myapp, even though the console script's own dir is sys.path[0].
+            cwd = os.getcwd()
+            if cwd not in sys.path:
+                sys.path.insert(0, cwd)
             module = importlib.import_module(target)
     except AppError:
         raise
