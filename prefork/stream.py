@@ -31,6 +31,27 @@ class Stream(abc.ABC):
 
     def __init__(self) -> None:
         self._unget: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- waiting for the connection ------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """The connection fed the stream (data, end, error): a waiting reader goes on."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Wait for the next :meth:`_wake` (TimeoutError after ``timeout`` seconds)."""
+        waiter = self._waiter = self.connection.loop.create_future()
+        try:
+            if timeout is None:
+                await waiter
+            else:
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            self._waiter = None
 
     # -- primitives, provided by each protocol ------------------------------------------------
 

@@ -53,7 +53,6 @@ class H1Stream(Stream):
         self._body_done = False
         self._trailers: Headers | None = None
         self._read_error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self._headers_read = 0
         self._want_all = False
         self._discarding = False
@@ -97,22 +96,6 @@ class H1Stream(Stream):
         if not self._body_done and self._read_error is None:
             self._read_error = ConnectionResetError("client closed the connection")
         self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self, timeout: float | None) -> None:
-        waiter = self._waiter = self.connection.loop.create_future()
-        try:
-            if timeout is None:
-                await waiter
-            else:
-                async with asyncio.timeout(timeout):
-                    await waiter
-        finally:
-            self._waiter = None
 
     # -- reading ----------------------------------------------------------------------------------
 

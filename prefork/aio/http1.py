@@ -17,12 +17,12 @@ the transport's buffer is over its high-water mark.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import socket
 from typing import TYPE_CHECKING, Any
 
 from prefork.aio import http2
+from prefork.aio.deadline import Deadline
 from prefork.aio.h1stream import CLOSED, LINGERING, OPEN, SETUP, TAKEN, H1Stream, _error_response
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
@@ -57,8 +57,7 @@ class H1Connection(asyncio.Protocol):
         self._reading = True
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = Deadline(self.loop, self._timed_out)
 
     def __repr__(self) -> str:
         return f"<prefork.H1Connection peer={self.peername()!r} state={self._state}>"
@@ -70,16 +69,16 @@ class H1Connection(asyncio.Protocol):
         self.server._connection_made(self)
         if self.tls is not None:  # the handshake was the set-up: now waiting for a request
             self._state = OPEN
-            self._arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self.server._options.intra_stream_timeout)
         else:
-            self._arm(self.server._options.connection_setup_timeout)
+            self._deadline.arm(self.server._options.connection_setup_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._state != OPEN:
             if self._state != SETUP:
                 return  # lingering: discard
             self._state = OPEN
-            self._arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self.server._options.intra_stream_timeout)
         self._parser.receive_data(data)
         self._pump()
 
@@ -94,10 +93,7 @@ class H1Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         taken = self._state == TAKEN
         self._state = CLOSED
-        self._deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         stream = self._stream
         if stream is not None and not taken:
             stream._lost()
@@ -153,7 +149,7 @@ class H1Connection(asyncio.Protocol):
             self.server._report(self, "get_next_incoming_stream", exc)
 
     def _on_request(self, event: http1.Request) -> None:
-        self._deadline = None  # the handler's time is its own
+        self._deadline.clear()  # the handler's time is its own
         info = http1.describe_request(event, self.scheme)
         if info.headers.has("http2-settings") and http2.upgrade_h2c(self, info):
             return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
@@ -200,7 +196,7 @@ class H1Connection(asyncio.Protocol):
             stream._discarding = True
             stream._chunks.clear()
             stream._buffered = 0
-            self._arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self.server._options.intra_stream_timeout)
             self._resume_reading()
             self._pump()
 
@@ -210,7 +206,7 @@ class H1Connection(asyncio.Protocol):
         if self._closing:
             self.transport.close()
             return
-        self._arm(self.server._options.intra_stream_timeout)
+        self._deadline.arm(self.server._options.intra_stream_timeout)
         self._resume_reading()
 
     def _close_after_response(self) -> None:
@@ -227,7 +223,7 @@ class H1Connection(asyncio.Protocol):
             return
         self._state = LINGERING
         self.transport.write_eof()
-        self._arm(LINGER)
+        self._deadline.arm(LINGER)
         if not self._reading:
             self._reading = True
             self.transport.resume_reading()
@@ -242,7 +238,7 @@ class H1Connection(asyncio.Protocol):
         """
         self._closing = True
         if self._state == SETUP:
-            self._arm(min(1.0, self.server._options.connection_setup_timeout))
+            self._deadline.arm(min(1.0, self.server._options.connection_setup_timeout))
         elif self._state == OPEN and self._stream is None and not self._parser.pending:
             self.transport.close()
 
@@ -253,27 +249,10 @@ class H1Connection(asyncio.Protocol):
 
     # -- deadlines --------------------------------------------------------------------------------
 
-    def _arm(self, seconds: float) -> None:
-        if math.isinf(seconds):
-            self._deadline = None
+    def _timed_out(self) -> None:
+        if self._state >= CLOSED:
             return
-        deadline = self._deadline = self.loop.time() + seconds
-        timer = self._timer
-        if timer is not None and timer.when() > deadline:
-            timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        # One timer per connection, re-armed lazily: a keep-alive request only moves _deadline.
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None or self._state >= CLOSED:
-            return
-        if self.loop.time() < deadline:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-        elif self._state == LINGERING:
+        if self._state == LINGERING:
             self.transport.abort()
         else:
             self.transport.close()  # idle, slow or silent client: closed without a word
@@ -334,9 +313,7 @@ class H1Connection(asyncio.Protocol):
         """
         data = await self._detach()
         transport = self.transport
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         self.server._connection_lost(self)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

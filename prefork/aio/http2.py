@@ -22,7 +22,6 @@ into stream 1 of a new HTTP/2 connection (RFC 7540 section 3.2).
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import TYPE_CHECKING, Any
 
 import h2.events as ev
@@ -32,6 +31,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from prefork.aio import http1 as _http1  # a module import: http1 imports this one too
+from prefork.aio.deadline import Deadline
 from prefork.aio.h1stream import TAKEN
 from prefork.aio.h2stream import H2Stream
 from prefork.headers import Headers
@@ -81,8 +81,7 @@ class H2Connection(asyncio.Protocol):
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._flush_handle: asyncio.Handle | None = None
-        self._deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = Deadline(self.loop, self._timed_out)
 
     def __repr__(self) -> str:
         return f"<prefork.H2Connection peer={self.peername()!r} streams={len(self._streams)}>"
@@ -92,7 +91,9 @@ class H2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         opts = self.server._options
-        self._arm(opts.connection_setup_timeout if self._fresh else opts.intra_stream_timeout)
+        self._deadline.arm(
+            opts.connection_setup_timeout if self._fresh else opts.intra_stream_timeout
+        )
         if self._upgrade is not None:  # RFC 7540 section 3.2: the request is stream 1
             self._open_stream(1, self._upgrade[1], body_done=True)
         self._flush()
@@ -105,7 +106,7 @@ class H2Connection(asyncio.Protocol):
         if self._fresh:
             self._fresh = False
             if not self._streams:
-                self._arm(self.server._options.intra_stream_timeout)
+                self._deadline.arm(self.server._options.intra_stream_timeout)
         try:
             events = self._proto.receive_data(data, self.loop.time())
         except proto.ConnectionClosed:
@@ -136,10 +137,7 @@ class H2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -162,7 +160,7 @@ class H2Connection(asyncio.Protocol):
     def _open_stream(self, stream_id: int, headers: Headers, body_done: bool = False) -> None:
         stream = H2Stream(self, stream_id, headers, body_done)
         self._streams[stream_id] = stream
-        self._deadline = None  # the handler's time is its own
+        self._deadline.clear()  # the handler's time is its own
         self.server.add_stream(stream)
 
     def _on_request(self, event: ev.RequestReceived) -> None:
@@ -270,7 +268,7 @@ class H2Connection(asyncio.Protocol):
             self._flush()
             self.transport.close()
         else:
-            self._arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self.server._options.intra_stream_timeout)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -312,7 +310,7 @@ class H2Connection(asyncio.Protocol):
             return
         if not self._streams and not self._goaway_sent and not self.h2.highest_inbound_stream_id:
             self._closing = True  # data_received comes back here once streams are open
-            self._arm(min(1.0, self.server._options.connection_setup_timeout))
+            self._deadline.arm(min(1.0, self.server._options.connection_setup_timeout))
             return
         self._closing = False
         if not self._goaway_sent:
@@ -328,26 +326,8 @@ class H2Connection(asyncio.Protocol):
             self._flush()
             self.transport.close()
 
-    def _arm(self, seconds: float) -> None:
-        if math.isinf(seconds):
-            self._deadline = None
-            return
-        deadline = self._deadline = self.loop.time() + seconds
-        timer = self._timer
-        if timer is not None and timer.when() > deadline:
-            timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        # One timer, re-armed lazily, as in H1Connection.
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None or self._closed or self._streams:
-            return
-        if self.loop.time() < deadline:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+    def _timed_out(self) -> None:
+        if self._closed or self._streams:
             return
         self._proto.close(ErrorCodes.NO_ERROR)  # idle: GOAWAY, then close (RFC 9113 6.8)
         self._flush()
