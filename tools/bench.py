@@ -26,6 +26,20 @@ Scenarios:
   spread       --connections keep-alive connections opened in one burst, each asks /pid:
                connections per worker, --spread-rounds times
 Ratios: req/s against uvicorn-w2; skew p99 against gunicorn-asgi-w2 (below 1 is better).
+
+--suite tls: HTTP/2 and HTTPS rows (issue 3, item 7), one process per server pinned to
+--server-cpu, h2load -t1 / wrk -t1 on --load-cpu. One self-signed P-256 certificate and key are
+made in a temporary directory at the start (deleted at the end) and given to every TLS server;
+prefork runs tools/peers/prefork_serve.py (tls=False for h2c, tls=True with that certificate).
+Scenarios (each against its own servers):
+  h2c               h2load -n50000 -c16 -m10 http://  (prior knowledge): prefork-h2c vs
+                    hypercorn-h2c
+  h2-tls            the same over https:// (ALPN h2): prefork-tls vs hypercorn-tls
+  https-keep-alive  wrk -t1 -c64 over https:// (HTTP/1.1): prefork-tls, uvicorn-h11-tls,
+                    hypercorn-tls; ratio to uvicorn-h11-tls
+  https-close       the same with "Connection: close": a new TLS handshake per request
+h2load's failed / errored / timed-out requests are counted as errors and its messages printed.
+Goals: h2c and h2-tls >= 2x hypercorn, https-keep-alive >= 1.3x uvicorn-h11 (reported only).
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -74,6 +89,7 @@ class ServerDef:
     pythonpath: bool = False  # put the repo on PYTHONPATH (prefork is not pip-installed)
     workers: int = 1  # processes that serve requests
     counts: bool = False  # the app is tools/peers/work.py's: /burn, /pid, per-process counts
+    https: bool = False  # serves TLS only: the readiness probe is an HTTPS GET (not verified)
 
     def render(self, **values: str) -> list[str]:
         return [part.format(**values) for part in self.argv]
@@ -146,6 +162,7 @@ class Scenario:
     metric: str  # result key compared with the baseline in the ratio column ("": no ratio)
     baseline: str | None = None  # the server to compare with, when not the suite's baseline
     counts: bool = False  # needs a `counts` server (others are skipped for this scenario)
+    servers: tuple[str, ...] = ()  # the only servers it runs against (empty: all the suite's)
 
 
 def free_port() -> int:
@@ -154,11 +171,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+def wait_ready(
+    proc: subprocess.Popen[bytes], port: int, timeout: float, https: bool = False
+) -> None:
     """Poll with a real GET / until a 2xx answer, the process exits, or the deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection(HOST, port, timeout=1.0)
+        conn = (
+            http.client.HTTPSConnection(HOST, port, timeout=1.0, context=unverified_tls())
+            if https
+            else http.client.HTTPConnection(HOST, port, timeout=1.0)
+        )
         try:
             conn.request("GET", "/")
             resp = conn.getresponse()
@@ -173,6 +196,14 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None
         with contextlib.suppress(subprocess.TimeoutExpired):  # also the poll interval
             raise StartError(f"exited with code {proc.wait(timeout=0.05)} before answering")
     raise StartError(f"no HTTP answer on {HOST}:{port} within {timeout:g} s")
+
+
+def unverified_tls() -> ssl.SSLContext:
+    """A client context that accepts the bench's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -230,7 +261,7 @@ def running(
         )
     try:
         try:
-            wait_ready(proc, port, args.startup_timeout)
+            wait_ready(proc, port, args.startup_timeout, sdef.https)
             if counts_dir is not None:
                 wait_workers(proc, counts_dir, sdef.workers, args.startup_timeout)
         except StartError as exc:
@@ -557,11 +588,12 @@ def per_worker(
 
 
 def mp_wrk_scenario(
-    *extra: str, connections: str = "connections", skewed: bool = False
+    *extra: str, connections: str = "connections", skewed: bool = False, scheme: str = "http"
 ) -> Callable[[Running, argparse.Namespace], dict[str, Any]]:
     """wrk warm-up run (discarded), then the measured run, around which the per-process counts
     and the CPU time of the server (all its processes) and of wrk are read. `connections`: the
-    option giving wrk -c; `skewed`: /burn requests in the load (report their split too)."""
+    option giving wrk -c; `skewed`: /burn requests in the load (report their split too);
+    `scheme`: https for the tls suite."""
 
     def run(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
         base = [
@@ -574,7 +606,7 @@ def mp_wrk_scenario(
             "--latency",
             *extra,
         ]
-        url = f"http://{HOST}:{srv.port}/"
+        url = f"{scheme}://{HOST}:{srv.port}/"
         for measured, seconds in ((False, args.warmup), (True, args.duration)):
             cmd = [*base, f"-d{seconds}s", url]
             if measured:
@@ -679,6 +711,331 @@ MASTER_SCENARIOS: dict[str, Scenario] = {
 MASTER_DEFAULT_SCENARIOS = ("keep-alive", "close", "skew", "spread")
 
 
+# --suite tls: HTTP/2 (h2c, h2 over TLS) and HTTPS HTTP/1.1, one process per server ---------------
+
+H2C_BASELINE = "hypercorn-h2c"
+H2_BASELINE = "hypercorn-tls"
+TLS_BASELINE = "uvicorn-h11-tls"
+PREFORK_SERVE = ("{python}", "tools/peers/prefork_serve.py", "--host", "{host}", "--port", "{port}")
+CERT_ARGS = ("--certfile", "{certfile}", "--keyfile", "{keyfile}")  # prefork's and hypercorn's
+# no limit on requests per connection (hypercorn's default, 1000, ends h2load's connections)
+HYPERCORN_ARGV = (*SERVERS["hypercorn"].argv[:-1], "-c", "tools/peers/hypercorn.toml", ASGI_APP)
+UVICORN_ARGV = SERVERS["uvicorn-h11"].argv
+
+TLS_SERVERS: dict[str, ServerDef] = {
+    # tls=False, version=None: HTTP/1 and HTTP/2 prior knowledge on one plaintext port
+    "prefork-h2c": ServerDef(
+        (*PREFORK_SERVE, "--tls", "false"),
+        needs="{repo}/tools/peers/prefork_serve.py",
+        pythonpath=True,
+    ),
+    # hypercorn sniffs the HTTP/2 preface on plain TCP (h2c prior knowledge)
+    H2C_BASELINE: ServerDef(HYPERCORN_ARGV, needs="{venv}/bin/hypercorn", peer=True),
+    # tls=True, version=None, the bench's certificate; ALPN h2, http/1.1, http/1.0
+    "prefork-tls": ServerDef(
+        (*PREFORK_SERVE, "--tls", "true", *CERT_ARGS),
+        needs="{repo}/tools/peers/prefork_serve.py",
+        pythonpath=True,
+        https=True,
+    ),
+    TLS_BASELINE: ServerDef(
+        (*UVICORN_ARGV, "--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
+        needs="{venv}/bin/uvicorn",
+        peer=True,
+        https=True,
+    ),
+    # ALPN h2 and http/1.1 (hypercorn's defaults)
+    H2_BASELINE: ServerDef(
+        (*HYPERCORN_ARGV, *CERT_ARGS), needs="{venv}/bin/hypercorn", peer=True, https=True
+    ),
+}
+
+_H2LOAD_RPS = re.compile(r"^finished in [\d.]+m?s, ([\d.]+) req/s", re.M)
+_H2LOAD_REQUESTS = re.compile(
+    r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout",
+    re.M,
+)
+_H2LOAD_STATUS = re.compile(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", re.M)
+_H2LOAD_MEAN = re.compile(r"^time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\b", re.M)
+
+
+def parse_h2load(out: str) -> dict[str, Any]:
+    """h2load's summary: req/s, the request counts, status classes, the protocol it spoke."""
+    rps, req = _H2LOAD_RPS.search(out), _H2LOAD_REQUESTS.search(out)
+    if rps is None or req is None:
+        raise RuntimeError(f"cannot parse h2load output:\n{out[-3000:]}")
+    status = _H2LOAD_STATUS.search(out)
+    mean = _H2LOAD_MEAN.search(out)
+    proto = re.search(r"^Application protocol: (\S+)", out, re.M)
+    total, started, done, succeeded, failed, errored, timeout = map(int, req.groups())
+    codes: dict[str, int] = {}
+    if status:
+        codes = dict(zip(("2xx", "3xx", "4xx", "5xx"), map(int, status.groups()), strict=True))
+    return {
+        "rps": float(rps.group(1)),
+        "mean_ms": float(mean.group(1)) * _UNIT_MS[mean.group(2)] if mean else None,
+        "requests": total,
+        "h2load": {
+            "started": started,
+            "done": done,
+            "succeeded": succeeded,
+            "failed": failed,
+            "errored": errored,
+            "timeout": timeout,
+            "status": codes,
+        },
+        # every request asked for and not answered 2xx: failed, errored, timed out, not done
+        "errors": total - codes.get("2xx", succeeded),
+        "protocol": proto.group(1) if proto else None,
+    }
+
+
+def h2load_scenario(scheme: str) -> Callable[[Running, argparse.Namespace], dict[str, Any]]:
+    """h2load warm-up (--h2load-warmup requests, discarded), then --h2load-requests requests:
+    --h2-connections connections x --h2-streams concurrent streams, one thread. http:// is h2c
+    prior knowledge (h2load's default), https:// is TLS with ALPN h2 (the protocol spoken is
+    checked). The server's, h2load's and everyone else's CPU are read around the measured run."""
+    want = "h2c" if scheme == "http" else "h2"
+
+    def run(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
+        base = [
+            "taskset",
+            "-c",
+            str(args.load_cpu),
+            "h2load",
+            "-t1",
+            f"-c{args.h2_connections}",
+            f"-m{args.h2_streams}",
+            f"-N{args.h2load_idle_timeout:g}s",  # a stalled connection ends as errors, not a hang
+        ]
+        url = f"{scheme}://{HOST}:{srv.port}/"
+        for measured, n in ((False, args.h2load_warmup), (True, args.h2load_requests)):
+            cmd = [*base, f"-n{n}", url]
+            if measured:
+                srv0, load0, all0 = tree_cpu_s(srv.proc.pid), children_cpu_s(), busy_cpu_s()
+                t0 = time.monotonic()
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, timeout=args.h2load_timeout
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"h2load exited {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"
+                )
+        elapsed = time.monotonic() - t0
+        server_cores = (tree_cpu_s(srv.proc.pid) - srv0) / elapsed
+        load_cores = (children_cpu_s() - load0) / elapsed
+        row = {
+            **parse_h2load(proc.stdout),
+            "server_cores": server_cores,
+            "wrk_cores": load_cores,  # the load generator's (h2load here)
+            "other_cores": max(0.0, (busy_cpu_s() - all0) / elapsed - server_cores - load_cores),
+            "load_command": shlex.join(cmd),
+        }
+        if row["protocol"] != want:
+            row["errors"] = row["requests"]
+            row["error_lines"] = [f"h2load spoke {row['protocol']!r}, not {want}"]
+        if row["errors"]:  # keep what h2load said about them (it reports errors on both streams)
+            lines = [
+                ln
+                for ln in (proc.stderr + proc.stdout).splitlines()
+                if ln.strip()
+                and not ln.startswith(("progress:", "spawning thread", "starting benchmark"))
+            ]
+            row.setdefault("error_lines", []).extend(lines[:40])
+        return row
+
+    return run
+
+
+TLS_SCENARIOS: dict[str, Scenario] = {
+    "h2c": Scenario(
+        h2load_scenario("http"), "rps", baseline=H2C_BASELINE, servers=("prefork-h2c", H2C_BASELINE)
+    ),
+    "h2-tls": Scenario(
+        h2load_scenario("https"), "rps", baseline=H2_BASELINE, servers=("prefork-tls", H2_BASELINE)
+    ),
+    "https-keep-alive": Scenario(
+        mp_wrk_scenario(scheme="https"),
+        "rps",
+        servers=("prefork-tls", TLS_BASELINE, H2_BASELINE),
+    ),
+    # wrk does not resume TLS sessions: each request is a new connection and a full handshake
+    "https-close": Scenario(
+        mp_wrk_scenario("-H", "Connection: close", scheme="https"),
+        "rps",
+        servers=("prefork-tls", TLS_BASELINE, H2_BASELINE),
+    ),
+}
+TLS_DURATION = 8  # wrk seconds: the whole suite in about 3 minutes
+
+
+def write_cert(directory: Path) -> tuple[Path, Path]:
+    """One self-signed P-256 certificate for 127.0.0.1 and its key (PEM, unencrypted) for every
+    server of the tls suite: the same key type as prefork's generated one. Temporary files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.touch(mode=0o600)
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certfile, keyfile
+
+
+def tls_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 3 item 7's goals against this run's rows (reported, never the exit status)."""
+
+    def ratio(server: str, scen: str) -> float | None:
+        for r in rows:
+            if r["server"] == server and r["scenario"] == scen and "error" not in r:
+                return r.get("ratio_to_baseline")
+        return None
+
+    goals = []
+    for scen, server, base, target in (
+        ("h2c", "prefork-h2c", H2C_BASELINE, 2.0),
+        ("h2-tls", "prefork-tls", H2_BASELINE, 2.0),
+        ("https-keep-alive", "prefork-tls", TLS_BASELINE, 1.3),
+    ):
+        value = ratio(server, scen)
+        goals.append(
+            {
+                "goal": f"{scen}: {server} req/s over {base}'s",
+                "value": value,
+                "target": f">= {target:.2f}x",
+                "met": None if value is None else value >= target,
+            }
+        )
+    value = ratio("prefork-tls", "https-close")
+    goals.append(
+        {
+            "goal": f"https-close: prefork-tls new TLS connections/s over {TLS_BASELINE}'s",
+            "value": value,
+            "target": "none, reported",
+            "met": None,
+        }
+    )
+    return goals
+
+
+def print_tls_table(rows: list[dict[str, Any]], scenarios: list[str]) -> None:
+    head = (
+        "scenario",
+        "server",
+        "proto",
+        "req/s",
+        "p99 ms",
+        "errors",
+        "srv cores",
+        "load cores",
+        "other",
+        "ratio",
+        "vs",
+    )
+    ordered = sorted(rows, key=lambda r: scenarios.index(r["scenario"]))
+    render(
+        [head]
+        + [
+            (r["scenario"], r["server"], "FAILED: " + r["error"])
+            if "error" in r
+            else (
+                r["scenario"],
+                r["server"],
+                r.get("protocol") or "http/1.1",
+                fmt(r.get("rps"), ",.0f"),
+                fmt(r.get("p99_ms"), ".2f"),
+                fmt(r.get("errors"), "d"),
+                fmt(r.get("server_cores"), ".2f"),
+                fmt(r.get("wrk_cores"), ".2f"),
+                fmt(r.get("other_cores"), ".2f"),
+                fmt(r.get("ratio_to_baseline"), ".2f", "x"),
+                TLS_SCENARIOS[r["scenario"]].baseline or TLS_BASELINE,
+            )
+            for r in ordered
+        ]
+    )
+    print(
+        """
+proto: what the load generator spoke (h2load reports it; wrk speaks HTTP/1.1 without ALPN).
+p99: wrk's (h2load reports no percentiles). errors: h2load's requests not answered 2xx (failed,
+  errored, timed out), wrk's socket errors and non-2xx answers. srv / load cores: CPU seconds
+  per second of the measured run, the server's and the load generator's; other: the rest of
+  the machine's busy CPU meanwhile. ratio: req/s over the `vs` server's, same scenario."""
+    )
+    for r in ordered:
+        if r.get("error_lines"):
+            print(f"\n{r['server']} / {r['scenario']}: h2load reported")
+            for line in r["error_lines"]:
+                print(f"    {line}")
+
+
+def tls_notes(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
+    notes = [
+        f"{os.cpu_count()} CPUs. Each server is one process pinned with taskset -c "
+        f"{args.server_cpu}; the load generator (h2load -t1, wrk -t{args.threads}) with "
+        f"taskset -c {args.load_cpu}. Loopback only.",
+        "One self-signed P-256 (ECDSA) certificate and key, made at the start in a temporary "
+        "directory and deleted at the end, serve every TLS server (prefork through an OpenSSL "
+        "context with prefork.protocol.tls.configure and ALPN h2, http/1.1, http/1.0).",
+        f"h2load: {args.h2load_warmup} requests of warm-up, then {args.h2load_requests} measured "
+        f"({args.h2_connections} connections x {args.h2_streams} streams). wrk: {args.warmup} s "
+        f"warm-up, {args.duration} s measured, -c{args.connections}. A fresh server per row.",
+        "https-close: wrk -H 'Connection: close' opens a new connection per request and does not "
+        "resume TLS sessions, so each request costs a full handshake (TLS 1.3).",
+        "hypercorn runs with -c tools/peers/hypercorn.toml: keep_alive_max_requests lifted from "
+        "1000 (after 1000 requests hypercorn closes the connection with GOAWAY; h2load does not "
+        "reconnect, so the rest of its streams fail), as prefork and uvicorn have no such limit.",
+        "Apps: prefork tools/peers/prefork_serve.py, the peers tools/peers/asgi_hello.py: "
+        "200 text/plain 'Hello world!\\n' with a content-length.",
+    ]
+    if saturated := [
+        f"{r['server']} / {r['scenario']}" for r in rows if r.get("wrk_cores", 0.0) > 0.9
+    ]:
+        notes.append(
+            "The load generator used more than 0.9 of its core (a TLS client pays for each "
+            "handshake too), so these rows may understate the server: " + ", ".join(saturated)
+        )
+    if busy := [
+        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0.0) > BUSY_CORES
+    ]:
+        notes.append(
+            f"WARNING: other processes used > {BUSY_CORES} cores during "
+            + ", ".join(busy)
+            + ": rerun those rows on a quiet machine"
+        )
+    return notes
+
+
 @dataclass(frozen=True)
 class Suite:
     servers: dict[str, ServerDef]
@@ -690,6 +1047,7 @@ class Suite:
 SUITES = {
     "single": Suite(SERVERS, SCENARIOS, tuple(SCENARIOS), BASELINE),
     "master": Suite(MASTER_SERVERS, MASTER_SCENARIOS, MASTER_DEFAULT_SCENARIOS, MASTER_BASELINE),
+    "tls": Suite(TLS_SERVERS, TLS_SCENARIOS, tuple(TLS_SCENARIOS), TLS_BASELINE),
 }
 
 
@@ -875,11 +1233,13 @@ def master_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return goals
 
 
-def print_goals(goals: list[dict[str, Any]]) -> None:
-    print("\nGoals (issue 4, item 9), this run:")
+def print_goals(goals: list[dict[str, Any]], source: str = "issue 4, item 9") -> None:
+    print(f"\nGoals ({source}), this run:")
     for g in goals:
         value = "-" if g["value"] is None else f"{g['value']:.2f}"
         verdict = {True: "met", False: "MISSED", None: "not measured"}[g["met"]]
+        if g["met"] is None and g["value"] is not None:
+            verdict = "reported"  # a row with no goal
         print(f"  {g['goal']}: {value} (goal {g['target']}): {verdict}")
 
 
@@ -932,7 +1292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--suite",
         choices=tuple(SUITES),
         default="single",
-        help="single: one process per server (default); master: 2 workers per server",
+        help="single: one process per server (default); master: 2 workers per server; tls: "
+        "HTTP/2 (h2load) and HTTPS HTTP/1.1, one process per server",
     )
     add(
         "--servers",
@@ -946,7 +1307,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + "; ".join(f"{k}: {','.join(v.default_scenarios)}" for k, v in SUITES.items())
         + "; master also has skew-ka)",
     )
-    add("--duration", type=int, default=10, help="seconds of each measured wrk run (10)")
+    add(
+        "--duration",
+        type=int,
+        help=f"seconds of each measured wrk run (10; tls suite {TLS_DURATION})",
+    )
     add("--warmup", type=int, default=2, help="seconds of the wrk warm-up run (2)")
     add("--connections", type=int, default=64, help="wrk -c connections (64)")
     add("--threads", type=int, default=1, help="wrk -t threads (1)")
@@ -999,6 +1364,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{BUSY_CORES} cores during its measured run (default 0); the last attempt is kept",
     )
     add(
+        "--h2load-requests",
+        type=int,
+        default=50000,
+        metavar="N",
+        help="tls suite: h2load -n of the measured run (%(default)s)",
+    )
+    add(
+        "--h2load-warmup",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="tls suite: h2load -n of the warm-up run, discarded (%(default)s)",
+    )
+    add("--h2-connections", type=int, default=16, metavar="N", help="h2load -c (%(default)s)")
+    add("--h2-streams", type=int, default=10, metavar="N", help="h2load -m (%(default)s)")
+    add(
+        "--h2load-idle-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="tls suite: h2load -N, closes a connection idle this long (%(default)s)",
+    )
+    add(
+        "--h2load-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="tls suite: seconds an h2load run may take before it is killed (%(default)s)",
+    )
+    add(
         "--startup-timeout",
         type=float,
         default=20.0,
@@ -1007,6 +1402,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     suite = SUITES[args.suite]
+    if args.duration is None:
+        args.duration = TLS_DURATION if args.suite == "tls" else 10
     for opt, known, default in (
         ("servers", suite.servers, tuple(suite.servers)),
         ("scenarios", suite.scenarios, suite.default_scenarios),
@@ -1028,12 +1425,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.threads,
             args.skew_connections,
             args.spread_rounds,
+            args.h2load_requests,
+            args.h2load_warmup,
+            args.h2_connections,
+            args.h2_streams,
         )
         < 1
     ):
         p.error(
-            "--idle, --duration, --warmup, --connections, --threads, --skew-connections and "
-            "--spread-rounds must be >= 1"
+            "--idle, --duration, --warmup, --connections, --threads, --skew-connections, "
+            "--spread-rounds, --h2load-requests, --h2load-warmup, --h2-connections and "
+            "--h2-streams must be >= 1"
         )
     return args
 
@@ -1044,10 +1446,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     suite = SUITES[args.suite]
     master = suite is SUITES["master"]
+    tls = suite is SUITES["tls"]
     servers = dict(suite.servers)
     # Progress lines and a failing server's stderr then come out in order.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    if missing := [t for t in ("taskset", "wrk") if shutil.which(t) is None]:
+    tools = ("taskset", "wrk", *(("h2load",) if tls else ()))
+    if missing := [t for t in tools if shutil.which(t) is None]:
         print(f"error: missing tools: {', '.join(missing)}", file=sys.stderr)
         return 2
     raise_nofile(args.idle + 100)  # before any server starts: they inherit it
@@ -1067,12 +1471,17 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     not_applicable: list[str] = []
     with tempfile.TemporaryDirectory(prefix="prefork-bench-") as tmp:
+        if tls:  # one certificate and key for every server, deleted with `tmp`
+            certfile, keyfile = write_cert(Path(tmp))
+            values |= {"certfile": str(certfile), "keyfile": str(keyfile)}
         for name in args.servers:
             if not Path(need := servers[name].needs.format(**values)).exists():
                 skipped[name] = f"{need} does not exist"
                 print(f"# skipping {name}: {skipped[name]}")
                 continue
             for scen in args.scenarios:
+                if suite.scenarios[scen].servers and name not in suite.scenarios[scen].servers:
+                    continue  # by design (the tls suite's per-protocol servers)
                 if suite.scenarios[scen].counts and not servers[name].counts:
                     not_applicable.append(f"{name} / {scen}")
                     continue
@@ -1105,6 +1514,19 @@ def main(argv: list[str] | None = None) -> int:
                         **({"quiet_wait_s": round(waited, 1)} if args.quiet_wait else {}),
                         **({"attempts": attempt} if args.retry_busy else {}),
                     }
+                    if tls and "error" not in row:
+                        print(
+                            f"#   {fmt(row.get('rps'), ',.0f')} req/s, "
+                            f"{row.get('protocol') or 'http/1.1'}, errors {row.get('errors')}"
+                            + (
+                                ", h2load: {failed} failed, {errored} errored, {timeout} "
+                                "timeout".format(**row["h2load"])
+                                if "h2load" in row
+                                else ""
+                            )
+                        )
+                        for line in row.get("error_lines", []):
+                            print(f"#     {line}")
                     if master and "error" not in row:
                         print(
                             f"#   {fmt(row.get('rps'), ',.0f')} req/s, p99 "
@@ -1127,11 +1549,23 @@ def main(argv: list[str] | None = None) -> int:
         print("\nNotes:")
         for note in notes:
             print(f"  - {note}")
+    elif tls:
+        print_tls_table(rows, args.scenarios)
+        goals = tls_goals(rows)
+        print_goals(goals, "issue 3, item 7")
+        notes = tls_notes(args, rows)
+        print("\nNotes:")
+        for note in notes:
+            print(f"  - {note}")
     else:
         print_table(rows)
-    print("\nCommands (cwd = repo root; PORT = a fresh free port per row):")
+    print(
+        "\nCommands (cwd = repo root; PORT = a fresh free port per row"
+        + ("; TMP = the temporary directory with cert.pem and key.pem" if tls else "")
+        + "):"
+    )
     cmds = (
-        re.sub(rf"\b{r['port']}\b", "PORT", r[k])
+        re.sub(rf"\b{r['port']}\b", "PORT", r[k]).replace(tmp, "TMP")
         for r in rows
         for k in ("server_command", "load_command")
         if k in r
@@ -1154,6 +1588,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if master:
             report |= {"not_applicable": not_applicable, "goals": goals, "notes": notes}
+        if tls:
+            report |= {"goals": goals, "notes": notes}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 1 if failed else 0
