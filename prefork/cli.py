@@ -252,6 +252,19 @@ def server_options(s: dict[str, Any]) -> dict[str, Any]:
             opts[name] = s[name]
     if s["certfile"]:
         opts["ctx"] = _tls_context(s["certfile"], s["keyfile"], opts.get("version"))
+    elif opts["tls"] is not False:
+        # One generated certificate for the whole pool (made before the fork), not one per
+        # worker: clients that pin it see the same certificate whichever worker answers.
+        from prefork.protocol import tls
+
+        version = opts.get("version")
+        opts["ctx"] = tls.default_context(
+            None, tls.alpn_protocols(version, h2=version in (None, 2))
+        )
+        logging.getLogger("prefork").warning(
+            "TLS with a generated self-signed certificate: clients will not trust it; "
+            "pass --certfile/--keyfile (see docs/tls.md)"
+        )
     try:
         prefork.server.new(onstream=_probe, **opts).close()
     except (TypeError, ValueError) as exc:
