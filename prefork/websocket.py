@@ -5,8 +5,10 @@ with its head parsed (:func:`new_from_stream` checks it, RFC 6455 section 4.2.1,
 bad one), and the byte mover: :meth:`WebSocket.accept` writes the ``101``, takes the socket
 over and gives it to :class:`_Channel`, one small ``asyncio.Protocol`` that feeds wsproto,
 answers Pings and Closes at once (even while the handler is busy), applies back-pressure both
-ways and owns the one closing deadline. HTTP/1.1 on plain connections only, for now: HTTP/2
-(RFC 8441) will be a class beside :class:`_H1Upgrade`, chosen by ``stream.connection.version``.
+ways and owns the one closing deadline. Over HTTP/1.1 (plain or TLS) the socket is taken
+over (:class:`_H1Upgrade`); over HTTP/2 an extended CONNECT (RFC 8441) is answered ``200`` and
+the frames travel in the stream's DATA frames (:class:`_H2Connect`), chosen by
+``stream.connection.version``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,18 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token
 
+from prefork.aio.h2tunnel import H2Tunnel
 from prefork.errors import StreamStateError
 from prefork.headers import Headers
 
-__all__ = ["ConnectionClosed", "HandshakeError", "WebSocket", "check_request", "new_from_stream"]
+__all__ = [
+    "ConnectionClosed",
+    "HandshakeError",
+    "WebSocket",
+    "check_connect",
+    "check_request",
+    "new_from_stream",
+]
 
 MAX_MESSAGE_SIZE = 2**20  # default limit of one received message (bytes; characters of text)
 CLOSE_TIMEOUT = 10.0  # default wait for the peer's Close, then for the last bytes to leave
@@ -101,18 +111,40 @@ def check_request(headers: Headers, version: float) -> str:
     return keys[0]
 
 
-class WebSocketUnavailable(RuntimeError):
-    """The stream's protocol cannot carry a WebSocket in this version (HTTP/2 for now)."""
+def check_connect(headers: Headers) -> None:
+    """Check an HTTP/2 extended CONNECT handshake (RFC 8441 sections 4 and 5).
+
+    There is no Sec-WebSocket-Key nor Accept over HTTP/2 (section 5); the version rule is
+    RFC 6455's. h2 has already checked the pseudo-headers (``:scheme`` and ``:path`` present
+    on an extended CONNECT, ``:protocol`` only on CONNECT).
+
+    Raises:
+        HandshakeError: with status 426 for a version other than 13, else 400.
+    """
+    if headers.get(":method") != "CONNECT" or headers.get(":protocol") is None:
+        raise HandshakeError("a WebSocket over HTTP/2 is an extended CONNECT (RFC 8441)")
+    if (headers.get(":protocol") or "").lower() != "websocket":
+        raise HandshakeError(f"unsupported :protocol {headers.get(':protocol')!r}")
+    if not headers.get(":authority") or not headers.get(":path") or not headers.get(":scheme"):
+        raise HandshakeError("an extended CONNECT needs :authority, :scheme and :path")
+    versions = headers.get_as_sequence("sec-websocket-version")
+    if not versions:
+        raise HandshakeError("missing Sec-WebSocket-Version")
+    if versions != ("13",):
+        raise HandshakeError(f"unsupported Sec-WebSocket-Version {versions!r}", 426)
 
 
 async def _refuse(stream: Any, error: HandshakeError) -> None:
     body = f"{error}\n".encode()
     res = Headers()
     res.append(":status", str(error.status))
+    h1 = stream.connection.version < 2  # HTTP/2 has no Upgrade nor Connection (RFC 9113 8.2.2)
     if error.status == 426:  # RFC 6455 section 4.4; RFC 9110 section 15.5.22 wants Upgrade
-        res.append("upgrade", "websocket")
-        res.append("sec-websocket-version", "13")
-    res.append("connection", "upgrade, close" if error.status == 426 else "close")
+        if h1:
+            res.append("upgrade", "websocket")
+        res.append("sec-websocket-version", "13")  # RFC 8441 section 5: the same over HTTP/2
+    if h1:
+        res.append("connection", "upgrade, close" if error.status == 426 else "close")
     res.append("content-type", "text/plain; charset=utf-8")
     res.append("content-length", str(len(body)))
     with contextlib.suppress(OSError):  # a client that left needs no answer
@@ -121,8 +153,7 @@ async def _refuse(stream: Any, error: HandshakeError) -> None:
 
 
 class _H1Upgrade:
-    """HTTP/1.1 becomes WebSocket by a 101, then the socket is taken over. The HTTP/2 variant
-    (RFC 8441) will answer ``:status 200`` and make a transport over the stream's DATA frames."""
+    """HTTP/1.1 becomes WebSocket by a 101, then the socket is taken over."""
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -137,6 +168,17 @@ class _H1Upgrade:
         data = await stream.connection.take_transport(channel)
         if data:  # frames the client sent right behind its request head
             channel.data_received(data)
+
+
+class _H2Connect:
+    """HTTP/2 extended CONNECT (RFC 8441): a ``:status 200``, then the WebSocket frames travel
+    in the stream's DATA frames, through an :class:`~prefork.aio.h2tunnel.H2Tunnel`."""
+
+    def response(self) -> Headers:
+        return Headers([(":status", "200")])
+
+    async def open(self, stream: Any, channel: _Channel) -> None:
+        H2Tunnel(stream, channel).start()
 
 
 async def new_from_stream(
@@ -157,20 +199,22 @@ async def new_from_stream(
 
     Raises:
         HandshakeError: not a valid handshake; the 400 (426 for a wrong version) is sent.
-        WebSocketUnavailable: over HTTP/2, not available yet (nothing is sent).
     """
     if max_message_size < 1 or close_timeout < 0:
         raise ValueError("max_message_size must be >= 1 and close_timeout >= 0")
     version = stream.connection.version
-    if version >= 2:
-        raise WebSocketUnavailable("WebSocket over HTTP/2 (RFC 8441) is not available yet")
+    upgrade: _H1Upgrade | _H2Connect
     try:
-        key = check_request(headers, min(stream.peer_version, version))
+        if version >= 2:  # RFC 8441: extended CONNECT with :protocol websocket
+            check_connect(headers)
+            upgrade = _H2Connect()
+        else:
+            upgrade = _H1Upgrade(check_request(headers, min(stream.peer_version, version)))
     except HandshakeError as exc:
         await _refuse(stream, exc)
         raise
     options = (max_message_size, close_timeout, compression)
-    return WebSocket(stream, headers, _H1Upgrade(key), options)
+    return WebSocket(stream, headers, upgrade, options)
 
 
 # -- the connection -------------------------------------------------------------------------------
@@ -360,7 +404,9 @@ class WebSocket:
         extensions: the ``Sec-WebSocket-Extensions`` value ``accept()`` sent, or None.
     """
 
-    def __init__(self, stream: Any, request: Headers, upgrade: _H1Upgrade, options: tuple) -> None:
+    def __init__(
+        self, stream: Any, request: Headers, upgrade: _H1Upgrade | _H2Connect, options: tuple
+    ) -> None:
         self.stream = stream
         self.request = request
         self.protocol: str | None = None

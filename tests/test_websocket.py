@@ -435,14 +435,42 @@ class FakeStream:
         return None
 
 
-def test_http2_is_not_available_yet_and_accept_comes_first() -> None:
-    with pytest.raises(websocket.WebSocketUnavailable, match="HTTP/2"):
-        run_async(websocket.new_from_stream(FakeStream(2), request()))
+def test_accept_comes_first() -> None:
     ws = run_async(websocket.new_from_stream(FakeStream(1.1), request()))
     with pytest.raises(StreamStateError):
         run_async(ws.receive())
     with pytest.raises(ValueError):
         run_async(ws.close(1006))
+
+
+def connect_request(**fields: str) -> Headers:
+    """An HTTP/2 extended CONNECT (RFC 8441 section 4); ``fields`` override, "" removes."""
+    values = {
+        ":method": "CONNECT",
+        ":protocol": "websocket",
+        ":scheme": "https",
+        ":path": "/ws",
+        ":authority": "localhost",
+        "sec-websocket-version": "13",
+    }
+    values.update({n.replace("_", "-"): v for n, v in fields.items()})
+    return Headers([(n, v) for n, v in values.items() if v])
+
+
+def test_check_connect_rules() -> None:
+    websocket.check_connect(connect_request())
+    websocket.check_connect(connect_request(**{":protocol": "WebSocket"}))
+    for fields, status in [
+        ({":method": "GET"}, 400),
+        ({":protocol": ""}, 400),
+        ({":protocol": "h3"}, 400),
+        ({":authority": ""}, 400),
+        ({"sec_websocket_version": ""}, 400),
+        ({"sec_websocket_version": "8"}, 426),
+    ]:
+        with pytest.raises(websocket.HandshakeError) as info:
+            websocket.check_connect(connect_request(**fields))
+        assert info.value.status == status, fields
 
 
 def test_the_example_echo_server(serve) -> None:
@@ -518,21 +546,3 @@ def test_over_a_unix_socket(serve, tmp_path: Path) -> None:
     assert run_async(client()) == "over unix"
     assert seen.get(timeout=TIMEOUT)[0] == "accepted"
     assert seen.get(timeout=TIMEOUT) == ("closed", 1000, "")
-
-
-def test_over_http2_it_is_refused_clearly(serve) -> None:
-    httpx = pytest.importorskip("httpx")
-    seen: queue.Queue = queue.Queue()
-
-    async def onstream(server: Any, stream: Any) -> None:
-        try:
-            await websocket.new_from_stream(stream, await stream.get_headers())
-        except websocket.WebSocketUnavailable as exc:
-            seen.put(str(exc))
-            await stream.write_headers(response_headers("501", content_length="0"), True)
-
-    running = serve(onstream)
-    with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:  # prior knowledge
-        response = client.get(f"{running.url}/ws")
-        assert (response.http_version, response.status_code) == ("HTTP/2", 501)
-    assert "HTTP/2" in seen.get(timeout=TIMEOUT)

@@ -68,6 +68,7 @@ class H2Stream(Stream):
         self._response_done = False
         self._reset = False
         self._task: asyncio.Task[None] | None = None
+        self._tunnel = False  # a WebSocket (RFC 8441): DATA is no body, max_body_size is moot
         self.status: int | None = None
         self.bytes_sent = 0
 
@@ -80,7 +81,7 @@ class H2Stream(Stream):
     def _feed(self, data: bytes, flow_controlled: int) -> None:
         self._received += len(data)
         limit = self.connection.server._limits.max_body_size
-        if limit is not None and self._received > limit:
+        if limit is not None and self._received > limit and not self._tunnel:
             # as on HTTP/1: reads raise, an unanswered request gets 413; the rest is dropped
             if self._read_error is None:
                 self._read_error = ProtocolError("request body too large", 413)

@@ -277,6 +277,8 @@ class H2Protocol:
                 h2.settings.SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,  # RFC 9113 6.5.2: servers must not push
+                # RFC 8441 section 3: extended CONNECT (``:protocol``), for WebSocket
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
         if upgrade_settings is None:
