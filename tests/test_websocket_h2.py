@@ -9,6 +9,7 @@ they ended through a ``queue.Queue`` read with a timeout: nothing sleeps to sync
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import ssl
 from collections import deque
@@ -292,3 +293,45 @@ def test_over_tls_with_alpn_h2(serve, client) -> None:
     assert isinstance(c.receive(sid), CloseConnection)
     assert seen.get(timeout=TIMEOUT)[0] == "accepted"
     assert seen.get(timeout=TIMEOUT) == ("closed", 1001, "")
+
+
+def test_a_vanishing_client_ends_receive(serve, client) -> None:
+    seen: queue.Queue = queue.Queue()
+    running = serve(make_server(seen))
+    c = client(running)
+    c.open_ws()
+    assert seen.get(timeout=TIMEOUT)[0] == "accepted"
+    c.close()
+    assert seen.get(timeout=TIMEOUT)[:2] == ("closed", 1006)
+    other = client(running)
+    _, body = other.response(other.get("/"))
+    assert body == b"plain\n"
+
+
+def test_send_waits_while_the_client_gives_no_window(serve, client) -> None:
+    seen: queue.Queue = queue.Queue()
+    block = b"x" * 16384
+
+    async def onstream(server: Any, stream: Any) -> None:
+        ws = await websocket.new_from_stream(stream, await stream.get_headers(), compression=False)
+        async with ws:
+            await ws.accept()
+            sent = 0
+            try:
+                while sent < 1000:  # 16 MiB: far more than the flow-control windows allow
+                    await asyncio.wait_for(ws.send(block), 1)
+                    sent += 1
+            except TimeoutError:
+                seen.put(sent)  # blocked: back-pressure
+            with pytest.raises(websocket.ConnectionClosed):  # the client hangs up
+                await ws.receive(timeout=TIMEOUT)
+            seen.put("receive ended")
+
+    running = serve(onstream)
+    c = client(running)
+    c.ack = False  # no WINDOW_UPDATE: the server's send window stays shut
+    c.open_ws()
+    sent = seen.get(timeout=TIMEOUT)
+    assert 0 < sent < 1000
+    c.close()
+    assert seen.get(timeout=TIMEOUT) == "receive ended"
