@@ -18,8 +18,10 @@ from typing import Any
 import h2.events as ev
 import h2.settings
 import pytest
+from h2.errors import ErrorCodes
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from prefork import websocket
 from tests.conftest import Running
@@ -335,3 +337,45 @@ def test_send_waits_while_the_client_gives_no_window(serve, client) -> None:
     assert 0 < sent < 1000
     c.close()
     assert seen.get(timeout=TIMEOUT) == "receive ended"
+
+
+def test_permessage_deflate(serve, client) -> None:
+    seen: queue.Queue = queue.Queue()
+    running = serve(make_server(seen))
+    c = client(running)
+    sid = c.connect_ws(sec_websocket_extensions="permessage-deflate; client_max_window_bits")
+    head = c.head(sid)
+    assert head[":status"] == "200"
+    agreed = head["sec-websocket-extensions"]
+    assert agreed.startswith("permessage-deflate")
+    deflate = PerMessageDeflate()
+    deflate.finalize(agreed)
+    c.ws[sid] = Connection(ConnectionType.CLIENT, [deflate])
+    text = "squeeze me " * 2000
+    c.send(sid, TextMessage(data=text))
+    assert c.receive(sid) == TextMessage(data=text)
+    c.send(sid, CloseConnection(code=1000))
+    assert isinstance(c.receive(sid), CloseConnection)
+    assert seen.get(timeout=TIMEOUT) == ("accepted", None, agreed)
+    assert seen.get(timeout=TIMEOUT) == ("closed", 1000, "")
+
+
+def test_close_gives_up_on_a_silent_peer_with_rst_stream_cancel(serve, client) -> None:
+    seen: queue.Queue = queue.Queue()
+
+    async def onstream(server: Any, stream: Any) -> None:
+        ws = await websocket.new_from_stream(stream, await stream.get_headers(), close_timeout=0.2)
+        await ws.accept()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await ws.close(1001, "going away")
+        seen.put(loop.time() - start)
+
+    running = serve(onstream)
+    c = client(running)
+    sid, _ = c.open_ws()
+    assert c.receive(sid) == CloseConnection(code=1001, reason="going away")  # never answered
+    c.wait(lambda _: c.ended(sid), "the reset")
+    reset = next(e for e in c.events if isinstance(e, ev.StreamReset) and e.stream_id == sid)
+    assert reset.error_code == ErrorCodes.CANCEL
+    assert 0.2 <= seen.get(timeout=TIMEOUT) < 5

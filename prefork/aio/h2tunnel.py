@@ -60,7 +60,7 @@ class H2Tunnel(asyncio.Transport):
                 data = await stream.get_next_chunk()
                 if data is None:
                     break
-                if data and not self._lost:
+                if data and not self._closing:  # as a closed socket: nothing after close()
                     self._protocol.data_received(data)
         except Exception as exc:  # the client reset the stream or the connection went
             self._lose(exc, reset=False)
