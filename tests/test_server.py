@@ -282,6 +282,7 @@ def test_close_is_graceful(serve):
     with running.connect() as idle, running.connect() as busy:
         idle.sendall(b"")  # connected, no request: idle
         busy.sendall(request())
+
         # wait until the busy request is inside the handler
         def in_handler():
             return any(c._stream for c in running.server._connections)
