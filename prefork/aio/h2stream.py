@@ -229,15 +229,20 @@ class H2Stream(Stream):
                 raise ValueError(f"content-length is {left} more bytes, got {size}")
             self._length_left = left - size
         self.bytes_sent += size
-        conn = self.connection
         if self._no_body:
             data = b""
-        async with asyncio.timeout(timeout):
-            await self._send_data(data, end_stream)
-            if end_stream:
-                self._complete()
-            elif conn._write_paused:
-                await conn._wait_writable(None)
+        if timeout is None:  # no Timeout object on the hot path (it showed in profiles)
+            await self._write_body(data, end_stream)
+        else:
+            async with asyncio.timeout(timeout):
+                await self._write_body(data, end_stream)
+
+    async def _write_body(self, data: Any, end_stream: bool) -> None:
+        await self._send_data(data, end_stream)
+        if end_stream:
+            self._complete()
+        elif self.connection._write_paused:
+            await self.connection._wait_writable(None)
 
     async def _send_data(self, data: Any, end_stream: bool) -> None:
         """Send ``data`` in frames as the send windows allow (RFC 9113 section 6.9)."""
