@@ -41,6 +41,7 @@ from prefork.process.worker import WORKER_BOOT_ERROR, child_main
 log = logging.getLogger("prefork.master")
 
 ACCEPT_BATCH = 64
+SUPERVISE = 0.2  # seconds between supervision rounds when no child exited
 HEARTBEAT_MAX = 1.0
 KILL_GRACE = 2.0
 QUICK_STOP = 5.0
@@ -125,6 +126,8 @@ class Master:
         self._control: Any = None
         self._before_reload: tuple[int, MasterConfig] | None = None
         self._memory_checked = 0.0
+        self._child_exited = False
+        self._next_supervise = 0.0
         self.boot_failures = 0
         self.next_spawn = 0.0
         self.accept_backoff_until = 0.0
@@ -197,16 +200,23 @@ class Master:
         for key, _ in self.selector.select(self._wait_time()):
             key.data(key.fileobj)
         self._handle_signals()
-        self._reap()
-        self._murder()
-        self._recycle()
-        self._manage()
+        # Supervision runs on SIGCHLD and every SUPERVISE seconds, not on every wake-up: at
+        # thousands of connections a second the master wakes for each few, and the hand-off
+        # is what those wake-ups are for.
+        now = time.monotonic()
+        if self._child_exited or now >= self._next_supervise or self.stopping is not None:
+            self._child_exited = False
+            self._next_supervise = now + SUPERVISE
+            self._reap()
+            self._murder()
+            self._recycle()
+            self._manage()
         self._hand_out()
         self._update_accepting()
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        wait = self._heartbeat
+        wait = min(self._heartbeat, max(0.0, self._next_supervise - now))
         if self.stopping is not None:
             wait = min(wait, max(0.0, self.stopping - now))
         if len(self._live()) < self.target and self.stopping is None:
@@ -392,7 +402,8 @@ class Master:
         systemd.notify("READY=1")
 
     def handle_chld(self) -> None:
-        """Nothing to do here: every turn reaps."""
+        """A child exited: supervise (reap, respawn) in this turn."""
+        self._child_exited = True
 
     # -- commands --------------------------------------------------------------------------------
 
