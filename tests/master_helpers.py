@@ -24,6 +24,8 @@ from typing import Any
 
 import psutil
 
+from tests.conftest import read_response
+
 REPO = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 START_TIMEOUT = 15.0
@@ -92,16 +94,7 @@ def connect(address: Any, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-def read_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    parts = []
-    total = 0
-    while total < limit:
-        data = sock.recv(65536)
-        if not data:
-            break
-        parts.append(data)
-        total += len(data)
-    return b"".join(parts)
+read_all = read_response  # read until the peer closes (tests/conftest.py)
 
 
 def raw_get(address: Any, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes, bytes]:

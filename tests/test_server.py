@@ -451,17 +451,22 @@ def test_serve_inside_a_running_loop():
         server = prefork.server.listen(host="127.0.0.1", port=0, tls=False, onstream=hello)
         task = asyncio.create_task(server.serve())
         await asyncio.sleep(0)
-        _, host, port = server.localname()
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(request(extra="Connection: close\r\n"))
-        response = await reader.read()
-        writer.close()
-        await writer.wait_closed()
-        server.close()
-        await task
-        return response
+        return await one_request_then_close(server, task)
 
     assert run_async(main()).startswith(b"HTTP/1.1 200 ")
+
+
+async def one_request_then_close(server, task):
+    """One request with Connection: close to a serving server, then close it; the response."""
+    _, host, port = server.localname()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request(extra="Connection: close\r\n"))
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await task
+    return response
 
 
 def test_serve_refuses_another_loop():
@@ -604,18 +609,10 @@ def test_unread_body_back_pressures_then_arrives_whole(serve):
 def test_serve_after_listen_adopts_the_running_loop():
     server = prefork.server.listen(host="127.0.0.1", port=0, tls=False, onstream=hello)
     server.listen()  # bound first, to learn the port: made a private loop
-    _, host, port = server.localname()
 
     async def main():
         task = asyncio.create_task(server.serve())
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(request(extra="Connection: close\r\n"))
-        response = await reader.read()
-        writer.close()
-        await writer.wait_closed()
-        server.close()
-        await task
-        return response
+        return await one_request_then_close(server, task)
 
     assert run_async(main()).startswith(b"HTTP/1.1 200 ")
 
