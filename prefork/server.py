@@ -20,17 +20,13 @@ import errno as errnos
 import logging
 import os
 import socket
-import stat
-import time
 from collections.abc import Callable
-from email.utils import formatdate
-from typing import Any, Protocol
+from typing import Any
 
 from prefork import sockets
 from prefork.aio import loop as aioloop
 from prefork.aio import setup
-from prefork.aio.tls import SetupProtocol
-from prefork.errors import ProtocolError
+from prefork.hosting import ORDINARY, Host, default_onerror
 from prefork.options import ListenOptions, ServerOptions, parse_listen_options, parse_server_options
 from prefork.stream import Stream
 
@@ -40,22 +36,7 @@ log = logging.getLogger("prefork.server")
 
 ACCEPT_BATCH = 64
 _RESOURCE_ERRNOS = {errnos.EMFILE, errnos.ENFILE, errnos.ENOBUFS, errnos.ENOMEM}
-_ORDINARY = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ProtocolError)
 _MISSING: Any = object()
-
-
-class Connection(Protocol):
-    """What the server asks of every connection it tracks (HTTP/1, HTTP/2, set-up stages)."""
-
-    def close(self) -> None: ...
-    def close_gracefully(self) -> None: ...
-
-
-def default_onerror(
-    server: Server, context: Any, op: str, err: BaseException, errno: int | None
-) -> None:
-    """The default ``onerror`` handler: re-raise, so that ``step()``/``loop()`` report it."""
-    raise err
 
 
 class Server:
@@ -63,19 +44,13 @@ class Server:
 
     Made by :func:`new` or :func:`listen`, not directly.
 
-    Attributes:
-        requests: how many requests (streams) it has started, for statistics.
-        on_socket_done: called once for each socket given to :meth:`add_socket` when it is
-            finished with (closed, failed or taken over); a prefork worker reports these to
-            its master so that its count of open connections stays true.
+    Its connections talk to a :class:`~prefork.hosting.Host` it owns, through the
+    interface of ``prefork.aio.host``; the methods here are the seed's API.
     """
 
     def __init__(self, options: ServerOptions, bind: ListenOptions | None = None) -> None:
         self._options = options
-        self._limits = options.limits
         self._bind = bind
-        self._onstream = options.onstream
-        self._onerror: Callable[..., Any] = options.onerror or default_onerror
         self._loop: asyncio.AbstractEventLoop | None = options.cq
         self._own_loop = False
         self._socket = options.socket
@@ -86,22 +61,36 @@ class Server:
         self._backoff = False
         self._closed = False
         self._finished = False
-        self._connections: set[Connection] = set()
-        self._opening = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._error: BaseException | None = None
-        self._date_at = 0
-        self._date_str = ""
-        self._connection_factory = setup.connection_factory(self)
-        self.requests = 0
-        self.on_socket_done: Callable[[], None] | None = None
+        host_name = bind.host if bind is not None else None
+        self._host = Host(self, options, host_name, self._get_loop, self._on_change)
+        self._connection_factory = setup.connection_factory(self._host)
 
     def __repr__(self) -> str:
         return (
             f"prefork.Server(socket={sockets.localname(self._socket)!r}, "
-            f"connections={len(self._connections)})"
+            f"connections={self.connections})"
         )
+
+    @property
+    def requests(self) -> int:
+        """How many requests (streams) it has started, for statistics."""
+        return self._host.requests
+
+    @property
+    def connections(self) -> int:
+        """How many connections it holds now (being set up or serving), for statistics."""
+        return len(self._host.connections)
+
+    @property
+    def on_socket_done(self) -> Callable[[], None] | None:
+        """Called once for each socket given to :meth:`add_socket` when it is finished with
+        (closed, failed or taken over); a prefork worker reports these to its master so that
+        its count of open connections stays true."""
+        return self._host.on_socket_done
+
+    @on_socket_done.setter
+    def on_socket_done(self, callback: Callable[[], None] | None) -> None:
+        self._host.on_socket_done = callback
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -117,11 +106,11 @@ class Server:
         Raises:
             TypeError: ``handler`` is not callable.
         """
-        old = self._onerror
+        old = self._host.onerror
         if handler is not _MISSING:
             if not callable(handler):
                 raise TypeError("onerror handler must be callable")
-            self._onerror = handler
+            self._host.onerror = handler
         return old
 
     def listen(self, timeout: float | None = None) -> None:
@@ -137,7 +126,7 @@ class Server:
         if self._closed or self._listening:
             return
         if self._socket is None and self._bind is not None:
-            self._socket = _bind_within(self._bind, self._options.backlog, timeout)
+            self._socket = sockets.bind_within(self._bind, self._options.backlog, timeout)
             if self._bind.path is not None:
                 self._unix_path = os.fsdecode(self._bind.path)
         if self._socket is not None:
@@ -168,7 +157,7 @@ class Server:
             self._listening
             and self._socket is not None
             and not (self._paused or self._closed or self._backoff)
-            and len(self._connections) + self._opening < self._options.max_concurrent
+            and len(self._host.connections) + self._host.opening < self._options.max_concurrent
         )
         if want == self._accepting:
             return
@@ -203,7 +192,7 @@ class Server:
             self._update_accepting()
             self._get_loop().call_later(0.5, self._end_backoff)
             return
-        self._report(self._socket, "accept", exc)
+        self._host.report(self._socket, "accept", exc)
 
     def _end_backoff(self) -> None:
         self._backoff = False
@@ -226,98 +215,30 @@ class Server:
             # Always, not only when the socket "looks" TCP: see DESIGN.md on delayed ACKs.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._opening += 1
-        task = loop.create_task(self._open(sock))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._host.opening += 1
+        self._host.spawn(self._open(sock, loop))
         return True
 
-    async def _open(self, sock: socket.socket) -> None:
+    async def _open(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            await self._get_loop().connect_accepted_socket(self._connection_factory, sock)
+            await loop.connect_accepted_socket(self._connection_factory, sock)
         except OSError as exc:
             sock.close()
-            if self.on_socket_done is not None:
-                self.on_socket_done()
-            if not isinstance(exc, _ORDINARY):
-                self._report(sock, "wrap", exc)
+            self._host.socket_done()
+            if not isinstance(exc, ORDINARY):
+                self._host.report(sock, "wrap", exc)
         finally:
-            self._opening -= 1
-            self._tasks.discard(asyncio.current_task())
-            self._update_accepting()
-            self._check_empty()
+            self._host.opening -= 1
 
     def add_stream(self, stream: Stream) -> None:
         """Run ``onstream(server, stream)`` for ``stream`` in a new task."""
-        task = self._get_loop().create_task(self._run_stream(stream))
-        self.requests += 1
-        stream._task = task
-        self._tasks.add(task)
+        self._host.add_stream(stream)
 
-    async def _run_stream(self, stream: Any) -> None:
-        try:
-            await self._onstream(self, stream)
-        except Exception as exc:
-            stream._end(500)
-            if not isinstance(exc, _ORDINARY):
-                self._report(stream, "onstream", exc)
-        else:
-            stream._end(503)
-        finally:
-            self._tasks.discard(stream._task)
-            self._check_empty()
-
-    # -- bookkeeping (called by connections) ----------------------------------------------------
-
-    def _connection_made(self, conn: Connection) -> None:
-        self._connections.add(conn)
-        # Given to us before close() (a retiring worker takes what is on its channel): it
-        # gets its grace, like any silent connection at close(). Set-up stages pass it on.
-        if self._closed and not isinstance(conn, SetupProtocol):
-            conn.close_gracefully()
-
-    def _connection_lost(self, conn: Connection) -> None:
-        """The connection's socket is finished with."""
-        self._untrack(conn)
-        if self.on_socket_done is not None:
-            self.on_socket_done()
-
-    def _untrack(self, conn: Any) -> None:
-        """Stop counting ``conn`` (a set-up stage handing its socket to the next protocol)."""
-        self._connections.discard(conn)
+    def _on_change(self) -> None:
+        # A connection or task ended: maybe accept again; wake loop()/serve() when empty.
         self._update_accepting()
-        self._check_empty()
-
-    def _date(self) -> str:
-        now = int(time.time())
-        if now != self._date_at:
-            self._date_at = now
-            self._date_str = formatdate(now, usegmt=True)
-        return self._date_str
-
-    def _report(self, context: Any, op: str, err: BaseException) -> None:
-        try:
-            self._onerror(self, context, op, err, getattr(err, "errno", None))
-        except BaseException as exc:  # the handler chose to fail: surface it from step/loop
-            if self._error is None:
-                self._error = exc
-            else:
-                log.error("further error while one is pending", exc_info=exc)
-            self._wake()
-
-    def _check_empty(self) -> None:
         if self.empty():
-            self._wake()
-
-    def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _raise_error(self) -> None:
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
+            self._host.wake()
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -327,20 +248,20 @@ class Server:
         calls to its methods do nothing (``add_socket`` closes the socket it is given)."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._host.closed = True
         self._update_accepting()
         if self._socket is not None:
             self._socket.close()
             if self._unix_path is not None:
-                _unlink_socket(self._unix_path)
-        for conn in list(self._connections):
+                sockets.unlink_socket(self._unix_path)
+        for conn in list(self._host.connections):
             conn.close_gracefully()
-        self._check_empty()
+        self._on_change()
         self._finish()
 
     def empty(self) -> bool:
         """True when the listening socket (if any) and every connection have been closed."""
-        return (self._closed or self._socket is None) and self._no_work()
+        return (self._closed or self._socket is None) and self._host.no_work()
 
     def _finish(self) -> None:
         # Close the loop we made once nothing can use it any more.
@@ -383,7 +304,7 @@ class Server:
             return
         self.listen()
         aioloop.run_once(self._get_loop(), timeout)
-        self._raise_error()
+        self._host.take_error()
         self._finish()
 
     def loop(self, timeout: float | None = None) -> None:
@@ -399,22 +320,22 @@ class Server:
         loop = self._get_loop()
         if not self.empty():
             done = loop.create_future()
-            self._waiters.append(done)
+            self._host.waiters.append(done)
             timer = None if timeout is None else loop.call_later(timeout, _settle, done)
             try:
                 loop.run_until_complete(done)
             finally:
-                self._waiters.remove(done)
+                self._host.waiters.remove(done)
                 if timer is not None:
                     timer.cancel()
-        self._raise_error()
+        self._host.take_error()
         self._finish()
 
     def _adopt(self, running: asyncio.AbstractEventLoop) -> None:
         # listen()/pollfd() before serve() made a private loop; nothing ran on it yet, so the
         # listener moves to the running loop instead of failing.
         old = self._loop
-        if not self._own_loop or old is None or old.is_running() or not self._no_work():
+        if not self._own_loop or old is None or old.is_running() or not self._host.no_work():
             raise RuntimeError("this server runs on another event loop (its cq)")
         if self._accepting:
             old.remove_reader(self._socket)  # type: ignore[arg-type]
@@ -422,10 +343,6 @@ class Server:
         old.close()
         self._loop, self._own_loop = running, False
         self._update_accepting()
-
-    def _no_work(self) -> bool:
-        """True when no connection, socket being set up or handler task exists."""
-        return not (self._connections or self._tasks or self._opening)
 
     async def serve(self) -> None:
         """Serve on the running asyncio loop until :meth:`close` and the last connection ends.
@@ -444,49 +361,22 @@ class Server:
             self._adopt(running)
         self.listen()
         try:
-            while not (self._closed and self.empty()) and self._error is None:
+            while not (self._closed and self.empty()) and self._host.error is None:
                 waiter = running.create_future()
-                self._waiters.append(waiter)
+                self._host.waiters.append(waiter)
                 try:
                     await waiter
                 finally:
-                    self._waiters.remove(waiter)
+                    self._host.waiters.remove(waiter)
         except asyncio.CancelledError:
             self.close()
             raise
-        self._raise_error()
+        self._host.take_error()
 
 
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _unlink_socket(path: str) -> None:
-    with contextlib.suppress(OSError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-
-
-def _bind_within(opts: ListenOptions, backlog: int, timeout: float | None) -> socket.socket:
-    """Bind, giving name resolution (getaddrinfo cannot time out) at most ``timeout`` seconds."""
-    if timeout is None or opts.path is not None:
-        return sockets.bind(opts, backlog)
-    import concurrent.futures
-
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = pool.submit(sockets.bind, opts, backlog)
-    pool.shutdown(wait=False)
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        future.add_done_callback(_close_late_socket)
-        raise TimeoutError(f"binding {opts.host!r} took longer than {timeout} s") from None
-
-
-def _close_late_socket(future: Any) -> None:
-    if future.exception() is None:
-        future.result().close()
 
 
 def new(**options: Any) -> Server:

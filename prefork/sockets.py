@@ -5,6 +5,7 @@ Kept apart from the server so the master can bind the same way before it forks w
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import socket
@@ -96,3 +97,34 @@ def localname(sock: socket.socket | None) -> tuple:
     if family == socket.AF_UNIX:
         return (family, os.fsdecode(name) if name else name)
     return (family, name[0], name[1])
+
+
+def unlink_socket(path: str) -> None:
+    """Remove ``path`` if it is a Unix socket (a closed server's own); errors are ignored."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+
+
+def bind_within(opts: ListenOptions, backlog: int, timeout: float | None) -> socket.socket:
+    """Bind, giving name resolution (getaddrinfo cannot time out) at most ``timeout`` seconds.
+
+    Raises:
+        OSError: as :func:`bind`.
+        TimeoutError: resolving took longer than ``timeout``.
+    """
+    if timeout is None or opts.path is not None:
+        return bind(opts, backlog)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(bind, opts, backlog)
+    pool.shutdown(wait=False)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.add_done_callback(_close_late_socket)
+        raise TimeoutError(f"binding {opts.host!r} took longer than {timeout} s") from None
+
+
+def _close_late_socket(future: concurrent.futures.Future[socket.socket]) -> None:
+    if future.exception() is None:
+        future.result().close()

@@ -27,7 +27,13 @@ class Stream(abc.ABC):
 
     connection: Any
     peer_version: float
-    _task: Any = None  # the task running onstream for it (set by Server.add_stream)
+    #: The request headers (pseudo-headers first), for logs and adapters; reading them does
+    #: not consume anything (``get_headers()`` still returns them first).
+    request_headers: Headers
+    #: The final status written (None before the response head), for access logs.
+    status: int | None
+    #: Response body bytes written so far.
+    bytes_sent: int
 
     def __init__(self) -> None:
         self._unget: list[bytes] = []
@@ -74,6 +80,12 @@ class Stream(abc.ABC):
         self, data: bytes, end_stream: bool, timeout: float | None = None
     ) -> None:
         """Send a piece of the response body; ``end_stream`` finishes the response."""
+
+    @abc.abstractmethod
+    def _end(self, status: int) -> None:
+        """The handler returned (``status`` 503) or raised (500): answer ``status`` if no
+        response was started, cut an unfinished one off, or do nothing if it is complete.
+        Called by the server (``prefork.hosting``), part of the contract between the two."""
 
     # -- the connection ---------------------------------------------------------------------------
 

@@ -6,11 +6,11 @@ import h11
 import pytest
 
 from prefork.errors import ProtocolError
-from prefork.protocol import http1
+from prefork.protocol import h1response, http1
+from prefork.protocol.h1response import ResponseFramer
 from prefork.protocol.http1 import (
     Limits,
     RequestParser,
-    ResponseFramer,
     describe_request,
     scan_head,
 )
@@ -209,7 +209,7 @@ def test_http10_peer_gets_close_delimited_body():
     framer, head = frame(peer=1.0, keep=False)
     assert b"transfer-encoding" not in head
     assert b"connection: close\r\n" in head
-    assert framer.mode == http1.UNTIL_CLOSE
+    assert framer.mode == h1response.UNTIL_CLOSE
     assert not framer.keep_alive
 
 
@@ -222,13 +222,13 @@ def test_http10_keep_alive_needs_a_length():
 def test_server_pinned_to_http10_writes_http10_status_lines():
     framer, head = frame(peer=1.1, version=1.0)
     assert head.startswith(b"HTTP/1.0 200 OK\r\n")
-    assert framer.mode == http1.UNTIL_CLOSE
+    assert framer.mode == h1response.UNTIL_CLOSE
 
 
 @pytest.mark.parametrize(("method", "status"), [(b"HEAD", 200), (b"GET", 204), (b"GET", 304)])
 def test_no_body_responses(method, status):
     framer, head = frame(method=method, status=status, fields=[("content-length", "10")])
-    assert framer.mode == http1.NO_BODY
+    assert framer.mode == h1response.NO_BODY
     assert b"transfer-encoding" not in head
     assert (b"content-length: 10" in head) is (status != 204)
     assert framer.data(b"dropped") == b""

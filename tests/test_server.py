@@ -285,7 +285,7 @@ def test_close_is_graceful(serve):
 
         # wait until the busy request is inside the handler
         def in_handler():
-            return any(c._stream for c in running.server._connections)
+            return any(c._stream for c in running.server._host.connections)
 
         wait_until(lambda: running.call(in_handler), what="the handler")
         running.call(running.server.close)
@@ -588,13 +588,13 @@ def test_unread_body_back_pressures_then_arrives_whole(serve):
         assert sent < size, "the server should stop reading an unread body"
 
         def paused():
-            conns = running.server._connections
+            conns = running.server._host.connections
             return len(conns) == 1 and not next(iter(conns))._reading
 
         try:
             wait_until(lambda: running.call(paused), what="the server to pause reading")
             buffered = running.call(
-                lambda: next(iter(running.server._connections))._stream._buffered
+                lambda: next(iter(running.server._host.connections))._stream._buffered
             )
             assert buffered <= 512 * 1024
         finally:

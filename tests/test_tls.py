@@ -529,7 +529,7 @@ def test_server_close_during_handshake_ends_the_loop(serve) -> None:
     with running.connect() as sock:
         sock.sendall(hello[:10])
         # Counted while in the handshake (max_concurrent, close()):
-        wait_until(lambda: running.call(lambda: len(running.server._connections)) == 1)
+        wait_until(lambda: running.call(lambda: len(running.server._host.connections)) == 1)
         running.stop()
         assert wait_closed(sock) == b""
     assert not running.thread.is_alive()

@@ -1,7 +1,7 @@
 """The HTTP/1 stream: one request and its response on an :class:`~prefork.aio.http1.H1Connection`.
 
 The connection feeds it (``_feed``, ``_feed_end``, ``_fail``, ``_lost``) and the handler reads
-and writes through it; the framing itself is :class:`~prefork.protocol.http1.ResponseFramer`'s.
+and writes through it; the framing itself is :class:`~prefork.protocol.ResponseFramer`'s.
 """
 
 from __future__ import annotations
@@ -10,44 +10,36 @@ import asyncio
 import os
 import stat
 from collections import deque
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from prefork.aio.common import CLOSED, error_response, response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
-from prefork.protocol import http1
+from prefork.protocol.h1response import NO_BODY, ResponseFramer
 from prefork.stream import Stream
 
 if TYPE_CHECKING:
     from prefork.aio.http1 import H1Connection
+    from prefork.protocol.http1 import RequestInfo
 
 DRAIN_LIMIT = 256 * 1024  # unread request body read and dropped to keep a connection
-
-# Connection states (H1Connection._state), ordered: >= CLOSED means no more I/O.
-SETUP, OPEN, LINGERING, CLOSED, TAKEN = range(5)
-
-
-def _error_response(status: int, version: float, date: str, method: bytes = b"GET") -> bytes:
-    body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
-    framer = http1.ResponseFramer(method, 1.1, False, version)
-    fields = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
-    head = framer.head(status, fields, True, date)
-    return head if framer.mode == http1.NO_BODY else head + body
 
 
 class H1Stream(Stream):
     """One request and its response on an HTTP/1 connection (the contract: docs/stream.md).
 
     Attributes:
+        request_headers: the request headers (pseudo-headers first).
         status: the final status written (None before the response head), for access logs.
         bytes_sent: response body bytes written so far.
     """
 
-    def __init__(self, connection: H1Connection, info: http1.RequestInfo) -> None:
+    def __init__(self, connection: H1Connection, info: RequestInfo) -> None:
         super().__init__()
         self.connection = connection
         self.peer_version = info.version
         self._info = info
+        self.request_headers = info.headers
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._body_done = False
@@ -56,11 +48,10 @@ class H1Stream(Stream):
         self._headers_read = 0
         self._want_all = False
         self._discarding = False
-        self._framer: http1.ResponseFramer | None = None
+        self._framer: ResponseFramer | None = None
         self._pending = b""
         self._continue_sent = False
         self._response_done = False
-        self._task: asyncio.Task[None] | None = None
         self.status: int | None = None
         self.bytes_sent = 0
 
@@ -172,14 +163,14 @@ class H1Stream(Stream):
                 raise StreamStateError("headers after the response head are trailers: end_stream")
             self._complete(framer.end([f for f in headers.items() if f[0][0] != ":"]))
             return
-        status = _status(headers)
+        status = response_status(headers)
         info = self._info
         if status < 200:
             # RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client, none from a 1.0 server
             if self.peer_version >= 1.1 and conn.version == 1.1:
                 if status == 100:
                     self._continue_sent = True
-                interim = http1.ResponseFramer(info.method, info.version, True, conn.version)
+                interim = ResponseFramer(info.method, info.version, True, conn.version)
                 conn._write(interim.head(status, headers.items(), False, ""))
             await conn._wait_writable(timeout)
             return
@@ -191,10 +182,10 @@ class H1Stream(Stream):
             and not (info.expects_continue and not self._continue_sent and not self._body_done)
         )
         self.status = status
-        framer = self._framer = http1.ResponseFramer(
+        framer = self._framer = ResponseFramer(
             info.method, info.version, keep_alive, conn.version
         )
-        head = framer.head(status, headers.items(), end_stream, conn.server._date())
+        head = framer.head(status, headers.items(), end_stream, conn.host.date())
         if end_stream:
             self._complete(head + framer.end())
             return
@@ -264,7 +255,7 @@ class H1Stream(Stream):
         conn._write(self._pending + prefix)
         self._pending = b""
         async with asyncio.timeout(timeout):
-            if count and framer.mode != http1.NO_BODY:
+            if count and framer.mode != NO_BODY:
                 await conn._sendfile(file, offset, count)
         file.seek(offset + count)
         self._complete(suffix + framer.end())
@@ -299,20 +290,11 @@ class H1Stream(Stream):
             elif isinstance(error, OSError):
                 conn.close()
                 return
-            self._framer = http1.ResponseFramer(b"GET", 1.1, False, conn.version)
+            self._framer = ResponseFramer(b"GET", 1.1, False, conn.version)
             self.status = status
             self._pending = b""
-            date = conn.server._date()
-            self._complete(_error_response(status, conn.version, date, self._info.method))
+            date = conn.host.date()
+            self._complete(error_response(status, conn.version, date, self._info.method))
         else:
             self._flush()
             conn.close()
-
-
-def _status(headers: Headers) -> int:
-    value = headers.get(":status")
-    if value is None:
-        raise ValueError("response headers need a ':status'")
-    if not (isinstance(value, str) and len(value) == 3 and value.isdigit()):
-        raise ValueError(f"':status' must be a 3-digit string, got {value!r}")
-    return int(value)

@@ -19,10 +19,10 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
 
-from prefork.aio.h1stream import _status
+from prefork.aio.common import response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
-from prefork.protocol import http1
+from prefork.protocol.h1response import check_field
 from prefork.stream import Stream
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class H2Stream(Stream):
 
     Attributes:
         stream_id: the HTTP/2 stream identifier.
+        request_headers: the request headers (pseudo-headers first).
+        tunnel: the stream carries a WebSocket (RFC 8441): its DATA is no request body, so
+            ``max_body_size`` does not apply (set by ``prefork.aio.h2tunnel``).
         status: the final status written (None before the response head), for access logs.
         bytes_sent: response body bytes written so far.
     """
@@ -52,7 +55,7 @@ class H2Stream(Stream):
         super().__init__()
         self.connection = connection
         self.stream_id = stream_id
-        self._headers = headers
+        self.request_headers = headers
         self._head_request = headers.get(":method") == "HEAD"
         self._chunks: deque[bytes] = deque()
         self._unacked = 0
@@ -60,28 +63,27 @@ class H2Stream(Stream):
         self._body_done = body_done
         self._trailers: Headers | None = None
         self._read_error: BaseException | None = None
-        self._headers_read = 0
+        self.request_headers_read = 0
         self._want_all = False
         self._head_sent = False
         self._no_body = False
         self._length_left: int | None = None
         self._response_done = False
         self._reset = False
-        self._task: asyncio.Task[None] | None = None
-        self._tunnel = False  # a WebSocket (RFC 8441): DATA is no body, max_body_size is moot
+        self.tunnel = False
         self.status: int | None = None
         self.bytes_sent = 0
 
     def __repr__(self) -> str:
-        h = self._headers
+        h = self.request_headers
         return f"<prefork.H2Stream {self.stream_id} {h.get(':method')} {h.get(':path')}>"
 
     # -- fed by the connection -------------------------------------------------------------------
 
     def _feed(self, data: bytes, flow_controlled: int) -> None:
         self._received += len(data)
-        limit = self.connection.server._limits.max_body_size
-        if limit is not None and self._received > limit and not self._tunnel:
+        limit = self.connection.max_body_size
+        if limit is not None and self._received > limit and not self.tunnel:
             # as on HTTP/1: reads raise, an unanswered request gets 413; the rest is dropped
             if self._read_error is None:
                 self._read_error = ProtocolError("request body too large", 413)
@@ -124,10 +126,10 @@ class H2Stream(Stream):
 
     async def get_headers(self, timeout: float | None = None) -> Headers | None:
         """Request headers on the first call; the trailers (None if none) once the body ended."""
-        self._headers_read += 1
-        if self._headers_read == 1:
-            return self._headers
-        if self._headers_read > 2:
+        self.request_headers_read += 1
+        if self.request_headers_read == 1:
+            return self.request_headers
+        if self.request_headers_read > 2:
             return None
         self._want_all = True  # the caller skips to the trailers: keep the body for later reads
         self._ack()
@@ -179,7 +181,7 @@ class H2Stream(Stream):
             conn._send_headers(self, _fields(headers, trailers=True), True)
             self._complete()
             return
-        status = _status(headers)
+        status = response_status(headers)
         if status < 200:
             if status == 101:
                 raise ValueError("101 Switching Protocols does not exist in HTTP/2")
@@ -193,7 +195,7 @@ class H2Stream(Stream):
                 raise ValueError(f"bad content-length {length!r}")
             self._length_left = int(length)
         if headers.get("date") is None:
-            fields.append(HeaderTuple(b"date", conn.server._date().encode("ascii")))
+            fields.append(HeaderTuple(b"date", conn.host.date().encode("ascii")))
         # RFC 9110 sections 9.3.2, 15.3.5, 15.4.5: no body for HEAD, 204 and 304
         self._no_body = self._head_request or status in (204, 304)
         if self._no_body:
@@ -356,7 +358,7 @@ class H2Stream(Stream):
             HeaderTuple(b":status", str(status).encode("ascii")),
             HeaderTuple(b"content-type", b"text/plain; charset=utf-8"),
             HeaderTuple(b"content-length", str(len(body)).encode("ascii")),
-            HeaderTuple(b"date", self.connection.server._date().encode("ascii")),
+            HeaderTuple(b"date", self.connection.host.date().encode("ascii")),
         ]
         self.status = status
         self._head_sent = True
@@ -393,7 +395,7 @@ def _fields(headers: Headers, trailers: bool = False) -> list[Any]:
             continue  # RFC 9113 section 8.1: trailers carry no pseudo-headers
         if name in _HOP_BY_HOP:
             continue
-        http1._check_field(name, value)
+        check_field(name, value)
         value = value.strip(" \t")  # RFC 9113 section 8.2.1: no surrounding whitespace
         pair = (name.encode("latin-1"), value.encode("latin-1"))
         out.append(NeverIndexedHeaderTuple(*pair) if never else HeaderTuple(*pair))

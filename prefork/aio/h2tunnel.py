@@ -40,7 +40,7 @@ class H2Tunnel(asyncio.Transport):
         self._reading = asyncio.Event()
         self._reading.set()
         self._tasks: list[asyncio.Task[None]] = []
-        stream._tunnel = True
+        stream.tunnel = True
 
     def start(self) -> None:
         """Tell the protocol (``connection_made``) and start moving bytes."""

@@ -19,16 +19,24 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from prefork.aio import http2
+from prefork.aio.common import (
+    CLOSED,
+    LINGERING,
+    OPEN,
+    SETUP,
+    TAKEN,
+    error_response,
+    transport_name,
+)
 from prefork.aio.deadline import Deadline
-from prefork.aio.h1stream import CLOSED, LINGERING, OPEN, SETUP, TAKEN, H1Stream, _error_response
+from prefork.aio.h1stream import H1Stream
+from prefork.aio.host import ConnectionHost
+from prefork.aio.http2 import H2Connection
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
-
-if TYPE_CHECKING:
-    from prefork.server import Server
+from prefork.protocol.http2 import SWITCHING, h2c_upgrade
 
 HIGH_WATER = 256 * 1024
 PIPELINE_LIMIT = 64 * 1024
@@ -42,14 +50,15 @@ class H1Connection(asyncio.Protocol):
         version: the HTTP version this side speaks: 1.1, or 1.0 when the server pins it.
     """
 
-    def __init__(self, server: Server, tls: Any = None) -> None:
-        self.server = server
-        self.loop = server._get_loop()
+    def __init__(self, host: ConnectionHost, tls: Any = None) -> None:
+        self.host = host
+        self.loop = host.loop
         self.tls = tls
         self.scheme = "http" if tls is None else "https"
-        self.version: float = server._options.version or 1.1
+        self._options = options = host.options
+        self.version: float = options.version or 1.1
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self._parser = http1.RequestParser(server._limits)
+        self._parser = http1.RequestParser(host.limits)
         self._stream: H1Stream | None = None
         self._state = SETUP
         self._closing = False
@@ -66,19 +75,19 @@ class H1Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server._connection_made(self)
+        self.host.connection_made(self)
         if self.tls is not None:  # the handshake was the set-up: now waiting for a request
             self._state = OPEN
-            self._deadline.arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self._options.intra_stream_timeout)
         else:
-            self._deadline.arm(self.server._options.connection_setup_timeout)
+            self._deadline.arm(self._options.connection_setup_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._state != OPEN:
             if self._state != SETUP:
                 return  # lingering: discard
             self._state = OPEN
-            self._deadline.arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self._options.intra_stream_timeout)
         self._parser.receive_data(data)
         self._pump()
 
@@ -98,7 +107,7 @@ class H1Connection(asyncio.Protocol):
         if stream is not None and not taken:
             stream._lost()
         self._wake_writers()
-        self.server._connection_lost(self)
+        self.host.connection_lost(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -146,20 +155,47 @@ class H1Connection(asyncio.Protocol):
             self._on_protocol_error(exc)
         except Exception as exc:  # a bug of ours: drop this connection, report, keep serving
             self.transport.abort()
-            self.server._report(self, "get_next_incoming_stream", exc)
+            self.host.report(self, "get_next_incoming_stream", exc)
 
     def _on_request(self, event: http1.Request) -> None:
         self._deadline.clear()  # the handler's time is its own
         info = http1.describe_request(event, self.scheme)
-        if info.headers.has("http2-settings") and http2.upgrade_h2c(self, info):
+        if info.headers.has("http2-settings") and self._upgrade_h2c(info):
             return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
         stream = self._stream = H1Stream(self, info)
-        self.server.add_stream(stream)
+        self.host.add_stream(stream)
+
+    def _upgrade_h2c(self, info: http1.RequestInfo) -> bool:
+        """Switch to HTTP/2 for an ``Upgrade: h2c`` request (RFC 7540 section 3.2).
+
+        Which requests qualify is :func:`~prefork.protocol.http2.h2c_upgrade`'s decision; only
+        a plain connection of a server that allows HTTP/2 (``version`` None) is considered.
+
+        Returns:
+            True when the connection now speaks HTTP/2 and the request is its stream 1.
+        """
+        if self.tls is not None or self._options.version is not None:
+            return False
+        upgrade = h2c_upgrade(info.headers, info.version)
+        if upgrade is None:
+            return False
+        transport = self.transport
+        self._state = TAKEN  # its timer and callbacks stand down
+        data = self._parser.take_trailing_data()
+        transport.write(SWITCHING)
+        conn = H2Connection(self.host, upgrade=upgrade)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        self.host.untrack(self)
+        transport.resume_reading()
+        if data:
+            conn.data_received(data)
+        return True
 
     def _on_protocol_error(self, exc: ProtocolError) -> None:
         stream = self._stream
         if stream is None:
-            self._write(_error_response(exc.status, self.version, self.server._date()))
+            self._write(error_response(exc.status, self.version, self.host.date()))
             self._close_after_response()
         elif stream._response_done:  # bad bytes while draining an unread body
             self.transport.close()
@@ -196,7 +232,7 @@ class H1Connection(asyncio.Protocol):
             stream._discarding = True
             stream._chunks.clear()
             stream._buffered = 0
-            self._deadline.arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self._options.intra_stream_timeout)
             self._resume_reading()
             self._pump()
 
@@ -206,7 +242,7 @@ class H1Connection(asyncio.Protocol):
         if self._closing:
             self.transport.close()
             return
-        self._deadline.arm(self.server._options.intra_stream_timeout)
+        self._deadline.arm(self._options.intra_stream_timeout)
         self._resume_reading()
 
     def _close_after_response(self) -> None:
@@ -238,7 +274,7 @@ class H1Connection(asyncio.Protocol):
         """
         self._closing = True
         if self._state == SETUP:
-            self._deadline.arm(min(1.0, self.server._options.connection_setup_timeout))
+            self._deadline.arm(min(1.0, self._options.connection_setup_timeout))
         elif self._state == OPEN and self._stream is None and not self._parser.pending:
             self.transport.close()
 
@@ -314,7 +350,7 @@ class H1Connection(asyncio.Protocol):
         data = await self._detach()
         transport = self.transport
         self._deadline.cancel()
-        self.server._connection_lost(self)
+        self.host.connection_lost(self)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if not self._reading:
@@ -338,24 +374,12 @@ class H1Connection(asyncio.Protocol):
 
     def peername(self) -> tuple:
         """``(family, address, port)`` of the client, ``(AF_UNIX, path)`` on a Unix socket."""
-        return _name(self.transport, "peername")
+        return transport_name(self.transport, "peername")
 
     def localname(self) -> tuple:
         """``(family, address, port)`` of this end, ``(AF_UNIX, path)`` on a Unix socket."""
-        return _name(self.transport, "sockname")
+        return transport_name(self.transport, "sockname")
 
     def checktls(self) -> Any:
         """The TLS connection (``OpenSSL.SSL.Connection``); None on a plain connection."""
         return self.tls
-
-
-def _name(transport: asyncio.BaseTransport | None, which: str) -> tuple:
-    if transport is None:
-        return (socket.AF_UNSPEC,)
-    raw = transport.get_extra_info("socket")
-    name = transport.get_extra_info(which)
-    if raw is None or name is None:
-        return (socket.AF_UNSPEC,)
-    if raw.family == socket.AF_UNIX:
-        return (raw.family, os.fsdecode(name) if name else "")
-    return (raw.family, name[0], name[1])

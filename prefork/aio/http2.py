@@ -15,14 +15,14 @@ send window per stream, and for the transport while its buffer is over the high-
 
 ``close_gracefully()`` (``Server.close()``) sends GOAWAY with the last stream taken: those
 finish, later ones are refused (RFC 9113 section 6.8), and the connection closes when the
-last open stream is done. :func:`upgrade_h2c` turns an HTTP/1.1 ``Upgrade: h2c`` request
-into stream 1 of a new HTTP/2 connection (RFC 7540 section 3.2).
+last open stream is done. An HTTP/1.1 ``Upgrade: h2c`` request (RFC 7540 section 3.2) makes
+a connection with ``upgrade=``: the request is its stream 1 (``H1Connection`` switches).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h2.events as ev
 import h2.exceptions
@@ -30,17 +30,12 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from prefork.aio import http1 as _http1  # a module import: http1 imports this one too
+from prefork.aio.common import transport_name
 from prefork.aio.deadline import Deadline
-from prefork.aio.h1stream import TAKEN
 from prefork.aio.h2stream import H2Stream
+from prefork.aio.host import ConnectionHost
 from prefork.headers import Headers
 from prefork.protocol import http2 as proto
-
-if TYPE_CHECKING:
-    from prefork.aio.http1 import H1Connection
-    from prefork.protocol.http1 import RequestInfo
-    from prefork.server import Server
 
 
 class H2Connection(asyncio.Protocol):
@@ -48,25 +43,28 @@ class H2Connection(asyncio.Protocol):
 
     Attributes:
         version: 2, the HTTP version this side speaks.
+        max_body_size: the request body limit of its streams (None: no limit).
     """
 
     version = 2
 
     def __init__(
         self,
-        server: Server,
+        host: ConnectionHost,
         tls: Any = None,
         *,
         fresh: bool = False,
         upgrade: tuple[bytes, Headers] | None = None,
     ) -> None:
-        self.server = server
-        self.loop = server._get_loop()
+        self.host = host
+        self.loop = host.loop
+        self._options = host.options
+        self.max_body_size = host.limits.max_body_size
         self.tls = tls
         self.scheme = "http" if tls is None else "https"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._proto = proto.H2Protocol(
-            proto.Settings.of(server._options), upgrade[0] if upgrade else None
+            proto.Settings.of(host.options), upgrade[0] if upgrade else None
         )
         self.h2 = self._proto.conn
         self._upgrade = upgrade
@@ -90,7 +88,7 @@ class H2Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        opts = self.server._options
+        opts = self._options
         self._deadline.arm(
             opts.connection_setup_timeout if self._fresh else opts.intra_stream_timeout
         )
@@ -98,7 +96,7 @@ class H2Connection(asyncio.Protocol):
             self._open_stream(1, self._upgrade[1], body_done=True)
         self._flush()
         # last: a server already closing calls close_gracefully() at once
-        self.server._connection_made(self)
+        self.host.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -106,7 +104,7 @@ class H2Connection(asyncio.Protocol):
         if self._fresh:
             self._fresh = False
             if not self._streams:
-                self._deadline.arm(self.server._options.intra_stream_timeout)
+                self._deadline.arm(self._options.intra_stream_timeout)
         try:
             events = self._proto.receive_data(data, self.loop.time())
         except proto.ConnectionClosed:
@@ -120,7 +118,7 @@ class H2Connection(asyncio.Protocol):
                     handler(self, event)
         except Exception as exc:  # a bug of ours: drop this connection, report, keep serving
             self.transport.abort()
-            self.server._report(self, "get_next_incoming_stream", exc)
+            self.host.report(self, "get_next_incoming_stream", exc)
             return
         if self._closing and self._streams:
             self.close_gracefully()  # the grace is over: the requests that came are served
@@ -146,7 +144,7 @@ class H2Connection(asyncio.Protocol):
             stream._lost()
         self._wake_windows(None)
         self._wake_writers()
-        self.server._connection_lost(self)
+        self.host.connection_lost(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -161,7 +159,7 @@ class H2Connection(asyncio.Protocol):
         stream = H2Stream(self, stream_id, headers, body_done)
         self._streams[stream_id] = stream
         self._deadline.clear()  # the handler's time is its own
-        self.server.add_stream(stream)
+        self.host.add_stream(stream)
 
     def _on_request(self, event: ev.RequestReceived) -> None:
         sid = event.stream_id
@@ -268,7 +266,7 @@ class H2Connection(asyncio.Protocol):
             self._flush()
             self.transport.close()
         else:
-            self._deadline.arm(self.server._options.intra_stream_timeout)
+            self._deadline.arm(self._options.intra_stream_timeout)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -310,7 +308,7 @@ class H2Connection(asyncio.Protocol):
             return
         if not self._streams and not self._goaway_sent and not self.h2.highest_inbound_stream_id:
             self._closing = True  # data_received comes back here once streams are open
-            self._deadline.arm(min(1.0, self.server._options.connection_setup_timeout))
+            self._deadline.arm(min(1.0, self._options.connection_setup_timeout))
             return
         self._closing = False
         if not self._goaway_sent:
@@ -337,11 +335,11 @@ class H2Connection(asyncio.Protocol):
 
     def peername(self) -> tuple:
         """``(family, address, port)`` of the client, ``(AF_UNIX, path)`` on a Unix socket."""
-        return _http1._name(self.transport, "peername")
+        return transport_name(self.transport, "peername")
 
     def localname(self) -> tuple:
         """``(family, address, port)`` of this end, ``(AF_UNIX, path)`` on a Unix socket."""
-        return _http1._name(self.transport, "sockname")
+        return transport_name(self.transport, "sockname")
 
     def checktls(self) -> Any:
         """The TLS connection (``OpenSSL.SSL.Connection``); None on a plain connection."""
@@ -362,31 +360,3 @@ _HANDLERS: dict[type, Any] = {
     ev.RemoteSettingsChanged: H2Connection._on_settings,
     ev.ConnectionTerminated: H2Connection._on_goaway,
 }
-
-
-def upgrade_h2c(h1: H1Connection, info: RequestInfo) -> bool:
-    """Switch ``h1`` to HTTP/2 for an ``Upgrade: h2c`` request (RFC 7540 section 3.2).
-
-    Which requests qualify is :func:`~prefork.protocol.http2.h2c_upgrade`'s decision; only a
-    plain connection of a server that allows HTTP/2 (``version`` None) is considered.
-
-    Returns:
-        True when the connection now speaks HTTP/2 and the request is its stream 1.
-    """
-    if h1.tls is not None or h1.server._options.version is not None:
-        return False
-    upgrade = proto.h2c_upgrade(info.headers, info.version)
-    if upgrade is None:
-        return False
-    transport = h1.transport
-    h1._state = TAKEN  # its timer and callbacks stand down
-    data = h1._parser.take_trailing_data()
-    transport.write(proto.SWITCHING)
-    conn = H2Connection(h1.server, upgrade=upgrade)
-    transport.set_protocol(conn)
-    conn.connection_made(transport)
-    h1.server._untrack(h1)
-    transport.resume_reading()
-    if data:
-        conn.data_received(data)
-    return True

@@ -26,19 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from OpenSSL import SSL
 
-from prefork.aio.h1stream import TAKEN
+from prefork.aio.common import TAKEN
+from prefork.aio.host import ConnectionHost
 from prefork.aio.http1 import H1Connection
 from prefork.aio.http2 import H2Connection
 from prefork.aio.tls import SetupProtocol, TLSProtocol
 from prefork.protocol import tls
 from prefork.protocol.http2 import preface_match
-
-if TYPE_CHECKING:
-    from prefork.server import Server
 
 log = logging.getLogger("prefork.server")
 
@@ -46,10 +44,10 @@ log = logging.getLogger("prefork.server")
 TLSFactory = Callable[[float | None], TLSProtocol]
 
 
-def connection_factory(server: Server) -> Callable[[], asyncio.Protocol]:
-    """The protocol factory for ``loop.connect_accepted_socket`` on ``server``'s sockets."""
-    mode = server._options.tls
-    version = server._options.version
+def connection_factory(server: ConnectionHost) -> Callable[[], asyncio.Protocol]:
+    """The protocol factory for ``loop.connect_accepted_socket`` on a server's sockets."""
+    mode = server.options.tls
+    version = server.options.version
     plain: Callable[[], asyncio.Protocol]
     if version == 2:
         plain = lambda: H2Connection(server, fresh=True)  # noqa: E731
@@ -83,16 +81,16 @@ def connection_factory(server: Server) -> Callable[[], asyncio.Protocol]:
 class _Contexts:
     """The server's TLS context: the ``ctx`` option, else one generated on first use."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ConnectionHost) -> None:
         self._server = server
-        self._ctx: SSL.Context | None = server._options.ctx
+        self._ctx: SSL.Context | None = server.options.ctx
 
     def get(self) -> SSL.Context:
         ctx = self._ctx
         if ctx is None:
             server = self._server
-            host = server._bind.host if server._bind is not None else None
-            version = server._options.version
+            host = server.bind_host
+            version = server.options.version
             alpn = tls.alpn_protocols(version, h2=version in (None, 2))
             ctx = self._ctx = tls.default_context(host, alpn)
             log.warning(
@@ -107,7 +105,7 @@ class SniffingProtocol(SetupProtocol):
     """``tls=None``: read until the first bytes say TLS or plaintext, then hand over."""
 
     def __init__(
-        self, server: Server, https: TLSFactory, plain: Callable[[], asyncio.Protocol]
+        self, server: ConnectionHost, https: TLSFactory, plain: Callable[[], asyncio.Protocol]
     ) -> None:
         super().__init__(server)
         self._https = https
@@ -135,7 +133,7 @@ class PrefaceSniffer(H1Connection):
     differs from ``PRI *`` within a few bytes; anything else is decided by its first byte.
     """
 
-    def __init__(self, server: Server, tls: Any = None) -> None:
+    def __init__(self, server: ConnectionHost, tls: Any = None) -> None:
         super().__init__(server, tls)
         self._first: bytes | None = b""
 
@@ -157,10 +155,10 @@ class PrefaceSniffer(H1Connection):
     def _switch(self, first: bytes) -> None:
         self._state = TAKEN  # this HTTP/1 side stands down (its timer too)
         transport = self.transport
-        proto = H2Connection(self.server, self.tls)
+        proto = H2Connection(self.host, self.tls)
         transport.set_protocol(proto)
         proto.connection_made(transport)  # the server counts it now...
-        self.server._untrack(self)  # ...so this one can stop counting
+        self.host.untrack(self)  # ...so this one can stop counting
         if not transport.is_closing():
             proto.data_received(first)
 
@@ -170,6 +168,6 @@ def _hand_over(setup: SetupProtocol, proto: asyncio.Protocol, first: bytes) -> N
     transport = setup.transport
     transport.set_protocol(proto)
     proto.connection_made(transport)  # the server counts it now...
-    setup._setup_done(handed_over=True)  # ...so this one can stop counting
+    setup.setup_done(handed_over=True)  # ...so this one can stop counting
     if not transport.is_closing():  # the server may have closed in the meantime
         proto.data_received(first)

@@ -21,14 +21,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from OpenSSL import SSL
 
+from prefork.aio.host import ConnectionHost
 from prefork.protocol.tls import TLSError, TLSSession
-
-if TYPE_CHECKING:
-    from prefork.server import Server
 
 #: Makes the application protocol once the handshake is done (given the TLS connection).
 AppFactory = Callable[[SSL.Connection], asyncio.Protocol]
@@ -37,9 +35,9 @@ AppFactory = Callable[[SSL.Connection], asyncio.Protocol]
 class SetupProtocol(asyncio.Protocol):
     """A connection not yet serving HTTP: tracked by the server, closed at its deadline."""
 
-    def __init__(self, server: Server, deadline: float | None = None) -> None:
-        self.server = server
-        self.loop = server._get_loop()
+    def __init__(self, host: ConnectionHost, deadline: float | None = None) -> None:
+        self.host = host
+        self.loop = host.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.deadline = deadline
         self._timer: asyncio.TimerHandle | None = None
@@ -48,18 +46,20 @@ class SetupProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if self.deadline is None:
-            timeout = self.server._options.connection_setup_timeout
+            timeout = self.host.options.connection_setup_timeout
             if not math.isinf(timeout):
                 self.deadline = self.loop.time() + timeout
         if self.deadline is not None:
             self._timer = self.loop.call_at(self.deadline, self._expired)
         self._tracked = True
-        _track(self.server, self)
+        # The host counts it (max_concurrent, close()) while it sets up; the protocol
+        # serving HTTP takes its place once it starts.
+        self.host.track(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._setup_done(handed_over=False)
+        self.setup_done(handed_over=False)
 
-    def _setup_done(self, *, handed_over: bool) -> None:
+    def setup_done(self, *, handed_over: bool) -> None:
         """Set-up is over: stop the timer and the count.
 
         Args:
@@ -72,9 +72,9 @@ class SetupProtocol(asyncio.Protocol):
         if self._tracked:
             self._tracked = False
             if handed_over:
-                self.server._untrack(self)
+                self.host.untrack(self)
             else:
-                _lost(self.server, self)
+                self.host.connection_lost(self)
 
     def _expired(self) -> None:
         # A client that does not finish set-up in time is dropped without a word: there is
@@ -92,27 +92,17 @@ class SetupProtocol(asyncio.Protocol):
         self.transport.abort()
 
 
-def _track(server: Server, conn: Any) -> None:
-    # The server keeps a set of connections it can close and count; ours join it while
-    # they set up, and the application protocol takes their place once it starts.
-    server._connection_made(conn)
-
-
-def _lost(server: Server, conn: Any) -> None:
-    server._connection_lost(conn)
-
-
 class TLSProtocol(SetupProtocol):
     """Server side of a TLS connection over the TCP transport (see the module docstring)."""
 
     def __init__(
         self,
-        server: Server,
+        host: ConnectionHost,
         ctx: SSL.Context,
         app_factory: AppFactory,
         deadline: float | None = None,
     ) -> None:
-        super().__init__(server, deadline)
+        super().__init__(host, deadline)
         self.session = TLSSession(ctx)
         self.app: asyncio.Protocol | None = None
         self._app_factory = app_factory
@@ -145,7 +135,7 @@ class TLSProtocol(SetupProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         if self.app is None:
-            self._setup_done(handed_over=False)
+            self.setup_done(handed_over=False)
         else:
             self.app.connection_lost(exc)
 
@@ -184,7 +174,7 @@ class TLSProtocol(SetupProtocol):
         app = self.app = self._app_factory(self.session.connection)
         self._app_transport = TLSTransport(self)
         app.connection_made(self._app_transport)
-        self._setup_done(handed_over=True)
+        self.setup_done(handed_over=True)
         return app
 
     def _tell_eof(self) -> bool:

@@ -156,7 +156,7 @@ class Worker:
         server = self.server
         if server is None:
             return
-        self._send(wire.beat(server.requests, len(server._connections)))
+        self._send(wire.beat(server.requests, server.connections))
         self._beat = self._loop.call_later(self.heartbeat, self._send_beat)  # type: ignore[union-attr]
 
     def _send(self, message: bytes) -> None:
@@ -241,7 +241,7 @@ def _with_access_log(onstream: Callable[..., Any]) -> Callable[..., Any]:
                 stream.status = 500
             raise
         finally:
-            headers = stream._info.headers
+            headers = stream.request_headers
             logs.ACCESS.info(logs.access_line(stream, headers))
 
     return logged

@@ -1,0 +1,182 @@
+"""The server's side of its connections: :class:`Host`, what ``aio/`` talks to.
+
+A :class:`~prefork.server.Server` owns one ``Host``. It implements
+:class:`~prefork.aio.host.ConnectionHost`: it counts connections (for ``max_concurrent``,
+``close()`` and ``empty()``), runs ``onstream`` for each stream in a task, hands errors to
+``onerror`` (keeping what the handler raises for ``step()``/``loop()``/``serve()``), and
+formats the ``Date`` field once per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any
+
+from prefork.aio.host import Connection
+from prefork.errors import ProtocolError
+from prefork.options import ServerOptions
+from prefork.stream import Stream
+
+log = logging.getLogger("prefork.server")
+
+#: Ordinary disconnects and clients' protocol errors: not errors of the server.
+ORDINARY = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ProtocolError)
+
+
+def default_onerror(
+    server: Any, context: Any, op: str, err: BaseException, errno: int | None
+) -> None:
+    """The default ``onerror`` handler: re-raise, so that ``step()``/``loop()`` report it."""
+    raise err
+
+
+class Host:
+    """Connections, handler tasks and errors of one server.
+
+    Args:
+        server: passed as the first argument to ``onstream`` and ``onerror``.
+        options: the server's options.
+        bind_host: the host the server listens on, if known.
+        get_loop: returns the server's event loop (made on first use).
+        on_change: called when connections or tasks end (the server re-checks its accept
+            gate and whether it is empty).
+
+    Attributes:
+        onerror: the error handler (``Server.onerror`` sets it).
+        closed: the server is closing: new connections are asked to close gracefully.
+        connections: the tracked connections.
+        opening: sockets added whose protocol is not made yet.
+        requests: how many streams were started.
+        on_socket_done: called once per socket finished with (a worker reports it).
+        waiters: futures to resolve at :meth:`wake` (the server's ``loop()``/``serve()``).
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        options: ServerOptions,
+        bind_host: str | None,
+        get_loop: Callable[[], asyncio.AbstractEventLoop],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.server = server
+        self.options = options
+        self.limits = options.limits
+        self.bind_host = bind_host
+        self.onerror: Callable[..., Any] = options.onerror or default_onerror
+        self.closed = False
+        self.connections: set[Connection] = set()
+        self.opening = 0
+        self.requests = 0
+        self.on_socket_done: Callable[[], None] | None = None
+        self.error: BaseException | None = None
+        self._get_loop = get_loop
+        self._on_change = on_change
+        self._onstream = options.onstream
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.waiters: list[asyncio.Future[None]] = []
+        self._date_at = 0
+        self._date_str = ""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's event loop."""
+        return self._get_loop()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def track(self, conn: Connection) -> None:
+        """Count a connection being set up."""
+        self.connections.add(conn)
+
+    def connection_made(self, conn: Connection) -> None:
+        """Count a connection serving HTTP; one given before ``close()`` still gets its grace."""
+        self.connections.add(conn)
+        if self.closed:
+            conn.close_gracefully()
+
+    def untrack(self, conn: Connection) -> None:
+        """Stop counting ``conn`` (its socket went on to the next protocol)."""
+        self.connections.discard(conn)
+        self._on_change()
+
+    def connection_lost(self, conn: Connection) -> None:
+        """The connection's socket is finished with."""
+        self.untrack(conn)
+        self.socket_done()
+
+    def socket_done(self) -> None:
+        """One socket given to the server is finished with."""
+        if self.on_socket_done is not None:
+            self.on_socket_done()
+
+    def date(self) -> str:
+        """The ``Date`` field value, formatted once per second."""
+        now = int(time.time())
+        if now != self._date_at:
+            self._date_at = now
+            self._date_str = formatdate(now, usegmt=True)
+        return self._date_str
+
+    # -- tasks -------------------------------------------------------------------------------------
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in a task the host waits for (``no_work()`` is False meanwhile)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._on_change()
+
+    def add_stream(self, stream: Stream) -> None:
+        """Run ``onstream(server, stream)`` in a new task."""
+        self.requests += 1
+        self._tasks.add(self.loop.create_task(self._run_stream(stream)))
+
+    async def _run_stream(self, stream: Stream) -> None:
+        try:
+            await self._onstream(self.server, stream)
+        except Exception as exc:
+            stream._end(500)
+            if not isinstance(exc, ORDINARY):
+                self.report(stream, "onstream", exc)
+        else:
+            stream._end(503)
+        finally:
+            self._tasks.discard(asyncio.current_task())
+            self._on_change()
+
+    def no_work(self) -> bool:
+        """True when no connection, socket being set up or task exists."""
+        return not (self.connections or self._tasks or self.opening)
+
+    # -- errors and waiting ------------------------------------------------------------------------
+
+    def report(self, context: Any, op: str, err: BaseException) -> None:
+        """Give ``err`` to ``onerror``; what the handler raises is kept for ``take_error()``."""
+        try:
+            self.onerror(self.server, context, op, err, getattr(err, "errno", None))
+        except BaseException as exc:  # the handler chose to fail: surface it from step/loop
+            if self.error is None:
+                self.error = exc
+            else:
+                log.error("further error while one is pending", exc_info=exc)
+            self.wake()
+
+    def take_error(self) -> None:
+        """Raise the error ``onerror`` raised, if any (once)."""
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def wake(self) -> None:
+        """Resolve the :attr:`waiters`."""
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
