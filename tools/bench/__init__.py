@@ -1,0 +1,42 @@
+"""Side-by-side HTTP/1.1 benchmark of prefork against uvicorn (h11) and hypercorn.
+
+Each server runs as ONE process pinned to --server-cpu (taskset), started afresh for every
+scenario; wrk is pinned to --load-cpu. Scenarios:
+  keep-alive   wrk -t1 -c64 --latency over persistent connections (2 s warm-up first)
+  close        the same with "Connection: close": one TCP connection per request
+  idle-memory  N connections, one keep-alive request each, left idle: server RSS
+               (children included) (after - before) / N
+It measures, it doesn't judge: exit 0 unless a server fails to start (1) or wrk/taskset is
+missing (2). Ratios are against uvicorn-h11. To extend (h2load, TLS), add a ServerDef to SERVERS
+and/or a Scenario to SCENARIOS.
+
+--suite master: multi-process rows (issue 4, item 9), 2 workers per server: prefork (balanced
+dispatch, and --dispatch round-robin), uvicorn --workers 2 (h11), gunicorn gthread and gunicorn's
+asgi worker (a shared accept socket). The whole server runs on --mp-server-cpus (default 0,1:
+both cores, so the two workers can run in parallel) and wrk on --load-cpu (1) with -t1, so wrk
+shares core 1 with the server: the table shows the CPU both used. The apps (tools/peers/work.py)
+answer hello, /burn (5 ms of CPU) and /pid, and count requests per process in mmapped files.
+Scenarios:
+  keep-alive   as above (-c64), plus the per-worker share of requests
+  close        as above: the new-connection rate, which tests the master's hand-off
+  skew         one connection per request, each /burn with probability 1/5 (tools/skew.lua),
+               wrk -c--skew-connections (8); p99 against gunicorn-asgi-w2 and prefork-rr-w2
+  skew-ka      the skewed load over keep-alive connections (not run unless named)
+  spread       --connections keep-alive connections opened in one burst, each asks /pid:
+               connections per worker, --spread-rounds times
+Ratios: req/s against uvicorn-w2; skew p99 against gunicorn-asgi-w2 (below 1 is better).
+
+--suite tls: HTTP/2 and HTTPS rows (issue 3, item 7), one process per server pinned to
+--server-cpu, h2load -t1 / wrk -t1 on --load-cpu. One self-signed P-256 certificate and key are
+made in a temporary directory at the start (deleted at the end) and given to every TLS server;
+prefork runs tools/peers/prefork_serve.py (tls=False for h2c, tls=True with that certificate).
+Scenarios (each against its own servers):
+  h2c               h2load -n50000 -c16 -m10 http://  (prior knowledge): prefork-h2c vs
+                    hypercorn-h2c
+  h2-tls            the same over https:// (ALPN h2): prefork-tls vs hypercorn-tls
+  https-keep-alive  wrk -t1 -c64 over https:// (HTTP/1.1): prefork-tls, uvicorn-h11-tls,
+                    hypercorn-tls; ratio to uvicorn-h11-tls
+  https-close       the same with "Connection: close": a new TLS handshake per request
+h2load's failed / errored / timed-out requests are counted as errors and its messages printed.
+Goals: h2c and h2-tls >= 2x hypercorn, https-keep-alive >= 1.3x uvicorn-h11 (reported only).
+"""

@@ -1,0 +1,11 @@
+"""``python tools/bench ...`` or, from the repository root, ``python -m tools.bench ...``."""
+
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a directory: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from tools.bench.cli import main
+
+sys.exit(main())

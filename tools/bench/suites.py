@@ -1,0 +1,104 @@
+"""Scenarios and suites: which workloads run against which servers, and the baselines."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tools.bench.connections import burst_spread, idle_memory
+from tools.bench.process import Running
+from tools.bench.servers import (
+    BASELINE,
+    H2_BASELINE,
+    H2C_BASELINE,
+    MASTER_BASELINE,
+    MASTER_SERVERS,
+    SERVERS,
+    SHARED_ACCEPT,
+    TLS_BASELINE,
+    TLS_SERVERS,
+    ServerDef,
+)
+from tools.bench.workloads import h2load_scenario, mp_wrk_scenario, wrk_scenario
+
+
+@dataclass(frozen=True)
+class Scenario:
+    run: Callable[[Running, argparse.Namespace], dict[str, Any]]
+    metric: str  # result key compared with the baseline in the ratio column ("": no ratio)
+    baseline: str | None = None  # the server to compare with, when not the suite's baseline
+    counts: bool = False  # needs a `counts` server (others are skipped for this scenario)
+    servers: tuple[str, ...] = ()  # the only servers it runs against (empty: all the suite's)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "keep-alive": Scenario(wrk_scenario(), "rps"),
+    "close": Scenario(wrk_scenario("-H", "Connection: close"), "rps"),
+    "idle-memory": Scenario(idle_memory, "kib_per_conn"),
+}
+
+
+MASTER_SCENARIOS: dict[str, Scenario] = {
+    "keep-alive": Scenario(mp_wrk_scenario(), "rps"),
+    "close": Scenario(mp_wrk_scenario("-H", "Connection: close"), "rps"),
+    "skew": Scenario(
+        mp_wrk_scenario(
+            "-H",
+            "Connection: close",
+            "-s",
+            "tools/skew.lua",
+            connections="skew_connections",
+            skewed=True,
+        ),
+        "p99_ms",
+        baseline=SHARED_ACCEPT,
+        counts=True,
+    ),
+    "skew-ka": Scenario(
+        mp_wrk_scenario("-s", "tools/skew.lua", connections="skew_connections", skewed=True),
+        "p99_ms",
+        baseline=SHARED_ACCEPT,
+        counts=True,
+    ),
+    "spread": Scenario(burst_spread, "", counts=True),  # no ratio: the goal is an even split
+}
+MASTER_DEFAULT_SCENARIOS = ("keep-alive", "close", "skew", "spread")
+
+
+TLS_SCENARIOS: dict[str, Scenario] = {
+    "h2c": Scenario(
+        h2load_scenario("http"), "rps", baseline=H2C_BASELINE, servers=("prefork-h2c", H2C_BASELINE)
+    ),
+    "h2-tls": Scenario(
+        h2load_scenario("https"), "rps", baseline=H2_BASELINE, servers=("prefork-tls", H2_BASELINE)
+    ),
+    "https-keep-alive": Scenario(
+        mp_wrk_scenario(scheme="https"),
+        "rps",
+        servers=("prefork-tls", TLS_BASELINE, H2_BASELINE),
+    ),
+    # wrk does not resume TLS sessions: each request is a new connection and a full handshake
+    "https-close": Scenario(
+        mp_wrk_scenario("-H", "Connection: close", scheme="https"),
+        "rps",
+        servers=("prefork-tls", TLS_BASELINE, H2_BASELINE),
+    ),
+}
+TLS_DURATION = 8  # wrk seconds: the whole suite in about 3 minutes
+
+
+@dataclass(frozen=True)
+class Suite:
+    servers: dict[str, ServerDef]
+    scenarios: dict[str, Scenario]
+    default_scenarios: tuple[str, ...]
+    baseline: str
+
+
+SUITES = {
+    "single": Suite(SERVERS, SCENARIOS, tuple(SCENARIOS), BASELINE),
+    "master": Suite(MASTER_SERVERS, MASTER_SCENARIOS, MASTER_DEFAULT_SCENARIOS, MASTER_BASELINE),
+    "tls": Suite(TLS_SERVERS, TLS_SCENARIOS, tuple(TLS_SCENARIOS), TLS_BASELINE),
+}
