@@ -1,4 +1,4 @@
--- wrk script for tools/bench.py's skewed load: each request is GET /burn (the apps burn 5 ms of
+-- wrk script for tools/bench's skewed load: each request is GET /burn (the apps burn 5 ms of
 -- CPU for it) with probability 1/5, else GET /. Pseudo-random with a fixed seed, so every server
 -- gets the same sequence: a fixed cycle (4 x "/", then "/burn") would be unfair the other way, as
 -- round-robin over 2 workers would then alternate the burns between them perfectly (5 is odd).

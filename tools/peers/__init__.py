@@ -1,1 +1,1 @@
-"""Tiny peer apps served by other servers in tools/bench.py."""
+"""Tiny peer apps served by other servers in tools/bench."""

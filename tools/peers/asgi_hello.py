@@ -1,6 +1,6 @@
 """ASGI hello app: 200 text/plain "Hello world!\\n" to every request.
 
-Served by uvicorn / hypercorn in tools/bench.py as ``tools.peers.asgi_hello:app``.
+Served by uvicorn / hypercorn in tools/bench as ``tools.peers.asgi_hello:app``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ASGI app of tools/bench.py --suite master: ``tools.peers.asgi_routed:app``.
+"""ASGI app of tools/bench --suite master: ``tools.peers.asgi_routed:app``.
 
 asgi_hello's answer plus /burn and /pid, with per-process counts: the work is tools/peers/work.py's,
 shared with the prefork and WSGI apps. (asgi_hello stays as it is for the single-process rows.)

@@ -2,7 +2,7 @@
 
 ``prefork --workers 2 --bind 127.0.0.1:PORT tools/peers/prefork_hello.py:onstream``; the work per
 path (hello, /burn, /pid) and the per-process counts are tools/peers/work.py's, shared with the
-ASGI and WSGI peers. Needs the repository root on PYTHONPATH (tools/bench.py sets it).
+ASGI and WSGI peers. Needs the repository root on PYTHONPATH (tools/bench sets it).
 """
 
 from __future__ import annotations

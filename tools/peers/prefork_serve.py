@@ -1,4 +1,4 @@
-"""prefork's hello server, one process, with the TLS and HTTP version options (tools/bench.py).
+"""prefork's hello server, one process, with the TLS and HTTP version options (tools/bench).
 
     PYTHONPATH=. python tools/peers/prefork_serve.py --port PORT --tls true \\
         --certfile cert.pem --keyfile key.pem
@@ -72,7 +72,7 @@ def main() -> None:
         version=version,
         onstream=hello,
     )
-    # SIGTERM (tools/bench.py's stop) ends the process like Ctrl-C.
+    # SIGTERM (tools/bench's stop) ends the process like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
         server.loop()

@@ -10,9 +10,9 @@ Per-process request counts, for the per-worker share: when BENCH_COUNT_DIR is se
 mmaps its own 16-byte file ``$BENCH_COUNT_DIR/<pid>.cnt`` (two little-endian u64: requests,
 burns; /pid is not counted) and updates it on every request. A shared file mapping is visible to
 the reader at once, without a flush, an exit hook or a syscall per request, and it survives
-however the process ends; tools/bench.py reads the files before and after a run and subtracts.
+however the process ends; tools/bench reads the files before and after a run and subtracts.
 At import the process also creates ``<pid>.ready`` (all three servers import the app in the
-worker, never in the master), so bench.py can wait until every worker has loaded the app.
+worker, never in the master), so tools/bench can wait until every worker has loaded the app.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def count(burned: bool) -> None:
 
 
 def read_counts(directory: str | os.PathLike[str]) -> dict[int, tuple[int, int]]:
-    """{pid: (requests, burns)} from every count file in `directory` (used by bench.py)."""
+    """{pid: (requests, burns)} from every count file in `directory` (used by tools/bench)."""
     counts = {}
     for name in os.listdir(directory):
         if name.endswith(".cnt"):

@@ -1,4 +1,4 @@
-"""WSGI hello app for gunicorn (gthread) in tools/bench.py: ``tools.peers.wsgi_hello:app``.
+"""WSGI hello app for gunicorn (gthread) in tools/bench: ``tools.peers.wsgi_hello:app``.
 
 Same routes and work as the prefork and ASGI apps (tools/peers/work.py): hello, /burn, /pid.
 """
