@@ -17,22 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import h2.exceptions
 from h2.errors import ErrorCodes
-from hpack import HeaderTuple, NeverIndexedHeaderTuple
+from hpack import HeaderTuple
 
 from prefork.aio.common import response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
-from prefork.protocol.h1response import check_field
+from prefork.protocol.http2 import response_fields
 from prefork.stream import Stream
 
 if TYPE_CHECKING:
     from prefork.aio.http2 import H2Connection
-
-# RFC 9113 section 8.2.2: connection-specific fields are malformed in HTTP/2; a handler
-# written for HTTP/1 may set them, so they are dropped rather than refused.
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"}
-)
 
 
 class H2Stream(Stream):
@@ -41,8 +35,7 @@ class H2Stream(Stream):
     Attributes:
         stream_id: the HTTP/2 stream identifier.
         request_headers: the request headers (pseudo-headers first).
-        tunnel: the stream carries a WebSocket (RFC 8441): its DATA is no request body, so
-            ``max_body_size`` does not apply (set by ``prefork.aio.h2tunnel``).
+        tunnel: a WebSocket (RFC 8441) runs in it: DATA is no body, max_body_size is moot.
         status: the final status written (None before the response head), for access logs.
         bytes_sent: response body bytes written so far.
     """
@@ -178,17 +171,17 @@ class H2Stream(Stream):
                 raise StreamStateError("headers after the response head are trailers: end_stream")
             if self._length_left:
                 raise ValueError(f"body ended {self._length_left} bytes short of content-length")
-            conn._send_headers(self, _fields(headers, trailers=True), True)
+            conn._send_headers(self, response_fields(headers, trailers=True), True)
             self._complete()
             return
         status = response_status(headers)
         if status < 200:
             if status == 101:
                 raise ValueError("101 Switching Protocols does not exist in HTTP/2")
-            conn._send_headers(self, _fields(headers), False)
+            conn._send_headers(self, response_fields(headers), False)
             await conn._wait_writable(timeout)
             return
-        fields = _fields(headers)
+        fields = response_fields(headers)
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit() or len(headers.get_as_sequence("content-length")) > 1:
@@ -317,7 +310,9 @@ class H2Stream(Stream):
             if n[0] == ":"
         ]
         try:
-            h2c.push_stream(self.stream_id, promised, pseudo + _fields(headers, trailers=True))
+            h2c.push_stream(
+                self.stream_id, promised, pseudo + response_fields(headers, trailers=True)
+            )
         except h2.exceptions.ProtocolError as exc:
             raise conn._h2_error(exc) from None
         pushed = H2Stream(conn, promised, headers, body_done=True)
@@ -383,20 +378,3 @@ class H2Stream(Stream):
         except h2.exceptions.ProtocolError as exc:
             raise BrokenPipeError(str(exc)) from None
         conn._flush_soon()
-
-
-def _fields(headers: Headers, trailers: bool = False) -> list[Any]:
-    """Headers as hpack tuples: validated, hop-by-hop fields dropped, never-index kept."""
-    out: list[Any] = []
-    for name, value, never in headers.each():
-        if name[0] == ":":
-            if not trailers and name == ":status":  # RFC 9113 section 8.3: pseudo first
-                out.insert(0, HeaderTuple(b":status", value.encode("ascii")))
-            continue  # RFC 9113 section 8.1: trailers carry no pseudo-headers
-        if name in _HOP_BY_HOP:
-            continue
-        check_field(name, value)
-        value = value.strip(" \t")  # RFC 9113 section 8.2.1: no surrounding whitespace
-        pair = (name.encode("latin-1"), value.encode("latin-1"))
-        out.append(NeverIndexedHeaderTuple(*pair) if never else HeaderTuple(*pair))
-    return out

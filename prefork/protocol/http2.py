@@ -36,9 +36,11 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.events import PingReceived, RemoteSettingsChanged, StreamReset
+from hpack import HeaderTuple, NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
 
 from prefork.headers import Headers
+from prefork.protocol.h1response import check_field
 
 __all__ = [
     "PREFACE",
@@ -361,3 +363,27 @@ class H2Protocol:
     def _calm_down(self, why: str) -> None:
         self.close(ErrorCodes.ENHANCE_YOUR_CALM)
         raise ConnectionClosed(why, ErrorCodes.ENHANCE_YOUR_CALM)
+
+
+# RFC 9113 section 8.2.2: connection-specific fields are malformed in HTTP/2; a handler
+# written for HTTP/1 may set them, so they are dropped rather than refused.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"}
+)
+
+
+def response_fields(headers: Headers, trailers: bool = False) -> list[Any]:
+    """Headers as hpack tuples: validated, hop-by-hop fields dropped, never-index kept."""
+    out: list[Any] = []
+    for name, value, never in headers.each():
+        if name[0] == ":":
+            if not trailers and name == ":status":  # RFC 9113 section 8.3: pseudo first
+                out.insert(0, HeaderTuple(b":status", value.encode("ascii")))
+            continue  # RFC 9113 section 8.1: trailers carry no pseudo-headers
+        if name in HOP_BY_HOP:
+            continue
+        check_field(name, value)
+        value = value.strip(" \t")  # RFC 9113 section 8.2.1: no surrounding whitespace
+        pair = (name.encode("latin-1"), value.encode("latin-1"))
+        out.append(NeverIndexedHeaderTuple(*pair) if never else HeaderTuple(*pair))
+    return out
