@@ -7,8 +7,9 @@ scenario; wrk is pinned to --load-cpu. Scenarios:
   idle-memory  N connections, one keep-alive request each, left idle: server RSS
                (children included) (after - before) / N
 It measures, it doesn't judge: exit 0 unless a server fails to start (1) or wrk/taskset is
-missing (2). Ratios are against uvicorn-h11. To extend (h2load, TLS), add a ServerDef to SERVERS
-and/or a Scenario to SCENARIOS.
+missing (2). Ratios are against uvicorn-h11. To extend, add a ServerDef to a table in
+tools/bench/servers.py and/or a Scenario to tools/bench/suites.py. Run from the repository root:
+python -m tools.bench [options] (or python tools/bench [options]).
 
 --suite master: multi-process rows (issue 4, item 9), 2 workers per server: prefork (balanced
 dispatch, and --dispatch round-robin), uvicorn --workers 2 (h11), gunicorn gthread and gunicorn's

@@ -8,4 +8,5 @@ if not __package__:  # run as a directory: import the package from the repositor
 
 from tools.bench.cli import main
 
-sys.exit(main())
+# argparse's default prog would be "bench" or "__main__.py"
+sys.exit(main(prog="python -m tools.bench" if __package__ else f"python {sys.argv[0]}"))

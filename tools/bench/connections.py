@@ -76,7 +76,7 @@ def idle_memory(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
         "connections": n,
         "open_at_measure": alive,
         "errors": bad + n - alive,
-        "load_command": f"bench.py: {n} connections x 1 request {REQUEST!r}, kept idle",
+        "load_command": f"tools/bench: {n} connections x 1 request {REQUEST!r}, kept idle",
     }
 
 
@@ -119,6 +119,6 @@ def burst_spread(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
         "split": " ".join(splits),
         "max_share": max(max(r) / n for r in rounds),
         "errors": moved,
-        "load_command": f"bench.py: {args.spread_rounds} x ({n} connects back to back, "
+        "load_command": f"tools/bench: {args.spread_rounds} x ({n} connects back to back, "
         f"then {PID_REQUEST!r} twice on each)",
     }

@@ -154,7 +154,7 @@ def master_notes(
         "The apps (tools/peers/work.py) do the same work everywhere: hello; /burn spins on "
         "time.thread_time() until 5 ms of the thread's CPU are used; /pid answers the pid.",
         "Per-worker counts: each process mmaps BENCH_COUNT_DIR/<pid>.cnt and updates it per "
-        "request; bench.py reads the files before and after the measured run (no exit hook).",
+        "request; tools/bench reads the files before and after the measured run (no exit hook).",
         f"skew: wrk -c{args.skew_connections} with Connection: close and tools/skew.lua (each "
         "request is /burn with probability 1/5, seeded: the same sequence for every server), so "
         "each request is a new connection that the server has to place; with keep-alive, "

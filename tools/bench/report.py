@@ -1,11 +1,38 @@
-"""Ratios to the baselines and the printed tables."""
+"""The results: ratios to the baselines, progress lines, tables, goals and notes, JSON."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from tools.bench.servers import BASELINE, MASTER_BASELINE, ROUND_ROBIN, SHARED_ACCEPT, TLS_BASELINE
+from tools.bench.goals import master_goals, master_notes, tls_goals, tls_notes
+from tools.bench.servers import (
+    BASELINE,
+    MASTER_BASELINE,
+    ROUND_ROBIN,
+    SHARED_ACCEPT,
+    TLS_BASELINE,
+    ServerDef,
+)
 from tools.bench.suites import SUITES, TLS_SCENARIOS, Suite
+
+
+@dataclass
+class Results:
+    """A run's rows and what was not measured; `tmp`: its temporary directory (certificate,
+    logs), written TMP in the printed commands."""
+
+    tmp: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # server: why (no program)
+    failed: list[str] = field(default_factory=list)  # servers that failed to start
+    not_applicable: list[str] = field(default_factory=list)  # "server / scenario"
 
 
 def add_ratios(rows: list[dict[str, Any]], suite: Suite = SUITES["single"]) -> None:
@@ -177,3 +204,97 @@ def print_goals(goals: list[dict[str, Any]], source: str = "issue 4, item 9") ->
         if g["met"] is None and g["value"] is not None:
             verdict = "reported"  # a row with no goal
         print(f"  {g['goal']}: {value} (goal {g['target']}): {verdict}")
+
+
+def print_progress(suite: str, row: dict[str, Any]) -> None:
+    """The master and tls suites' line after each measured row."""
+    if "error" in row:
+        return
+    if suite == "tls":
+        print(
+            f"#   {fmt(row.get('rps'), ',.0f')} req/s, "
+            f"{row.get('protocol') or 'http/1.1'}, errors {row.get('errors')}"
+            + (
+                ", h2load: {failed} failed, {errored} errored, {timeout} timeout".format(
+                    **row["h2load"]
+                )
+                if "h2load" in row
+                else ""
+            )
+        )
+        for line in row.get("error_lines", []):
+            print(f"#     {line}")
+    if suite == "master":
+        print(
+            f"#   {fmt(row.get('rps'), ',.0f')} req/s, p99 "
+            f"{fmt(row.get('p99_ms'), '.2f')} ms, per-worker "
+            f"{row.get('split') or '-'}, other {fmt(row.get('other_cores'), '.2f')}"
+        )
+
+
+def print_report(
+    args: argparse.Namespace, servers: dict[str, ServerDef], results: Results
+) -> dict[str, Any]:
+    """The suite's table (and goals and notes), the commands, what was not measured. Returns
+    the goals and notes for the JSON report (none for the single suite)."""
+    rows, extra = results.rows, {}
+    print()
+    if args.suite == "single":
+        print_table(rows)
+    else:
+        if args.suite == "master":
+            print_master_table(rows)
+            goals, notes = master_goals(rows), master_notes(args, servers, rows)
+            print_goals(goals)
+        else:
+            print_tls_table(rows, args.scenarios)
+            goals, notes = tls_goals(rows), tls_notes(args, rows)
+            print_goals(goals, "issue 3, item 7")
+        print("\nNotes:")
+        for note in notes:
+            print(f"  - {note}")
+        extra = {"goals": goals, "notes": notes}
+    print_commands(rows, results.tmp, args.suite == "tls")
+    if results.not_applicable:
+        print(
+            "not applicable (the app has no /burn, /pid, counts): "
+            + ", ".join(results.not_applicable)
+        )
+    for name, why in [*results.skipped.items(), *((f, "failed to start") for f in results.failed)]:
+        print(f"{name}: {why}")
+    return extra
+
+
+def print_commands(rows: list[dict[str, Any]], tmp: str, tls: bool) -> None:
+    """Every server and load command once, with PORT for the row's port and TMP for `tmp`."""
+    print(
+        "\nCommands (cwd = repo root; PORT = a fresh free port per row"
+        + ("; TMP = the temporary directory with cert.pem and key.pem" if tls else "")
+        + "):"
+    )
+    cmds = (
+        re.sub(rf"\b{r['port']}\b", "PORT", r[k]).replace(tmp, "TMP")
+        for r in rows
+        for k in ("server_command", "load_command")
+        if k in r
+    )
+    for cmd in dict.fromkeys(cmds):
+        print(f"  $ {cmd}")
+
+
+def write_json(args: argparse.Namespace, results: Results, extra: dict[str, Any]) -> None:
+    """--json FILE: the machine, the options, the rows, what was not measured, `extra`."""
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "suite": args.suite,
+        "baseline": SUITES[args.suite].baseline,
+        "skipped": results.skipped,
+        "failed_to_start": results.failed,
+        "results": results.rows,
+    }
+    if args.suite == "master":
+        report["not_applicable"] = results.not_applicable
+    report |= extra
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")

@@ -106,7 +106,7 @@ def mp_wrk_scenario(
             **parse_wrk(proc.stdout),
             "server_cores": server_cores,
             "wrk_cores": wrk_cores,
-            # Anything else busy on the machine meanwhile (bench.py itself is asleep in wait()).
+            # Anything else busy on the machine meanwhile (tools/bench itself is asleep in wait()).
             "other_cores": max(0.0, (busy_cpu_s() - all0) / elapsed - server_cores - wrk_cores),
             "load_command": shlex.join(cmd),
         }

@@ -1,0 +1,117 @@
+"""Run a suite: for each server and scenario, a fresh server and one measured row."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tools.bench.cert import write_cert
+from tools.bench.measure import BUSY_CORES, wait_quiet
+from tools.bench.peers import ensure_peers_venv, has_gunicorn_asgi
+from tools.bench.process import StartError, free_port, running
+from tools.bench.report import Results, print_progress
+from tools.bench.servers import HOST, REPO, SHARED_ACCEPT, SHARED_ACCEPT_FALLBACK, ServerDef
+from tools.bench.suites import SUITES
+
+
+def prepare_servers(args: argparse.Namespace) -> dict[str, ServerDef]:
+    """The suite's servers; the peers venv made if a chosen server needs it, and gunicorn's asgi
+    worker replaced by uvicorn's when this gunicorn has none."""
+    servers = dict(SUITES[args.suite].servers)
+    if any(servers[s].peer for s in args.servers):
+        ensure_peers_venv(args.peers_venv)
+    if (
+        args.suite == "master"
+        and SHARED_ACCEPT in args.servers
+        and not has_gunicorn_asgi(args.peers_venv)
+    ):
+        print(f"# {SHARED_ACCEPT}: this gunicorn has no asgi worker; using UvicornWorker")
+        servers[SHARED_ACCEPT] = SHARED_ACCEPT_FALLBACK
+    return servers
+
+
+def run_suite(args: argparse.Namespace, servers: dict[str, ServerDef], tmp: Path) -> Results:
+    """Every chosen server x scenario that applies, in order. A server with no program is
+    skipped; one that fails to start is not run again (its later scenarios are dropped)."""
+    values = {
+        "python": sys.executable,
+        "venv": str(args.peers_venv),
+        "repo": str(REPO),
+        "host": HOST,
+    }
+    if args.suite == "tls":  # one certificate and key for every server, deleted with `tmp`
+        certfile, keyfile = write_cert(tmp)
+        values |= {"certfile": str(certfile), "keyfile": str(keyfile)}
+    runner = RowRunner(args, values, tmp)
+    results = Results(str(tmp))
+    scenarios = SUITES[args.suite].scenarios
+    for name in args.servers:
+        if not Path(need := servers[name].needs.format(**values)).exists():
+            results.skipped[name] = f"{need} does not exist"
+            print(f"# skipping {name}: {results.skipped[name]}")
+            continue
+        for scen in args.scenarios:
+            if scenarios[scen].servers and name not in scenarios[scen].servers:
+                continue  # by design (the tls suite's per-protocol servers)
+            if scenarios[scen].counts and not servers[name].counts:
+                results.not_applicable.append(f"{name} / {scen}")
+                continue
+            if (row := runner.measure(name, servers[name], scen)) is None:
+                results.failed.append(name)
+                break
+            results.rows.append(row)
+    return results
+
+
+@dataclass
+class RowRunner:
+    """Measures rows: `values` fill the servers' argv templates (but the port); the servers'
+    logs go to `tmp`."""
+
+    args: argparse.Namespace
+    values: dict[str, str]
+    tmp: Path
+
+    def measure(self, name: str, sdef: ServerDef, scen: str) -> dict[str, Any] | None:
+        """One row, measured again (up to --retry-busy times) while other processes used more
+        than BUSY_CORES; the last attempt is kept. None: the server failed to start."""
+        row: dict[str, Any] | None = None
+        for attempt in range(1, self.args.retry_busy + 2):
+            if (row := self.attempt(name, sdef, scen, attempt)) is None:
+                return None
+            print_progress(self.args.suite, row)
+            if row.get("other_cores", 0.0) <= BUSY_CORES:
+                break
+            print(f"# other processes used {row['other_cores']:.2f} cores meanwhile")
+        return row
+
+    def attempt(self, name: str, sdef: ServerDef, scen: str, attempt: int) -> dict[str, Any] | None:
+        """A fresh server on a free port and the scenario against it; a failed measurement is a
+        row with an "error", a failed start (printed) None."""
+        args = self.args
+        waited = wait_quiet(args.quiet_wait) if args.quiet_wait else 0.0
+        port = free_port()
+        print(f"# {name} / {scen} on port {port}")
+        log = self.tmp / f"{name}-{scen}-{attempt}.log"
+        cpus = args.mp_server_cpus if args.suite == "master" else None
+        try:
+            with running(sdef, {**self.values, "port": str(port)}, log, args, cpus) as srv:
+                try:
+                    result = SUITES[args.suite].scenarios[scen].run(srv, args)
+                except Exception as exc:  # a failed measurement, not a failed start
+                    result = {"error": f"{type(exc).__name__}: {exc}"}
+        except StartError as exc:
+            print(f"error: {name} failed to start: {exc}", file=sys.stderr)
+            return None
+        return {
+            "server": name,
+            "scenario": scen,
+            "port": port,
+            "server_command": srv.command,
+            **result,
+            **({"quiet_wait_s": round(waited, 1)} if args.quiet_wait else {}),
+            **({"attempts": attempt} if args.retry_busy else {}),
+        }
