@@ -1,0 +1,168 @@
+"""tools/bench's command line: the documented options, suites and commands parse. No benchmark
+runs: only the parser is called, and the two ways of starting the tool are run with --help."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.bench.cli import build_parser, parse_args
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Every option, a value for it and what parse_args makes of it: an option that disappears, or
+# changes its attribute or type, fails test_every_option_parses.
+EVERY_OPTION = {
+    "--suite": ("master", "suite", "master"),
+    "--servers": ("prefork-w2, uvicorn-w2", "servers", ["prefork-w2", "uvicorn-w2"]),
+    "--scenarios": ("close,skew-ka", "scenarios", ["close", "skew-ka"]),
+    "--duration": ("3", "duration", 3),
+    "--warmup": ("1", "warmup", 1),
+    "--connections": ("32", "connections", 32),
+    "--threads": ("2", "threads", 2),
+    "--idle": ("50", "idle", 50),
+    "--json": ("out.json", "json", Path("out.json")),
+    "--peers-venv": ("/tmp/peers", "peers_venv", Path("/tmp/peers")),
+    "--server-cpu": ("1", "server_cpu", 1),
+    "--load-cpu": ("0", "load_cpu", 0),
+    "--mp-server-cpus": ("0", "mp_server_cpus", "0"),
+    "--skew-connections": ("4", "skew_connections", 4),
+    "--spread-rounds": ("2", "spread_rounds", 2),
+    "--quiet-wait": ("1.5", "quiet_wait", 1.5),
+    "--retry-busy": ("2", "retry_busy", 2),
+    "--h2load-requests": ("100", "h2load_requests", 100),
+    "--h2load-warmup": ("10", "h2load_warmup", 10),
+    "--h2-connections": ("4", "h2_connections", 4),
+    "--h2-streams": ("5", "h2_streams", 5),
+    "--h2load-idle-timeout": ("3", "h2load_idle_timeout", 3.0),
+    "--h2load-timeout": ("30", "h2load_timeout", 30.0),
+    "--startup-timeout": ("5", "startup_timeout", 5.0),
+}
+
+# Each suite's default servers and scenarios, and its default --duration.
+SUITES = {
+    "single": (
+        ["prefork", "uvicorn-h11", "hypercorn"],
+        ["keep-alive", "close", "idle-memory"],
+        10,
+    ),
+    "master": (
+        [
+            "prefork-w2",
+            "prefork-rr-w2",
+            "prefork-example-w2",
+            "uvicorn-w2",
+            "gunicorn-gthread-w2",
+            "gunicorn-asgi-w2",
+        ],
+        ["keep-alive", "close", "skew", "spread"],
+        10,
+    ),
+    "tls": (
+        ["prefork-h2c", "hypercorn-h2c", "prefork-tls", "uvicorn-h11-tls", "hypercorn-tls"],
+        ["h2c", "h2-tls", "https-keep-alive", "https-close"],
+        8,
+    ),
+}
+
+
+def test_every_option_parses() -> None:
+    argv = [word for option, (value, _, _) in EVERY_OPTION.items() for word in (option, value)]
+    args = parse_args(argv)
+    for option, (_, attr, expected) in EVERY_OPTION.items():
+        assert getattr(args, attr) == expected, option
+
+
+def test_parser_has_every_option() -> None:
+    known = {s for action in build_parser()._actions for s in action.option_strings}
+    assert set(EVERY_OPTION) <= known
+
+
+def test_defaults() -> None:
+    defaults = {
+        "suite": "single",
+        "warmup": 2,
+        "connections": 64,
+        "threads": 1,
+        "idle": 1000,
+        "json": None,
+        "peers_venv": Path("/opt/prefork-peers/venv"),
+        "server_cpu": 0,
+        "load_cpu": 1,
+        "mp_server_cpus": "0,1",
+        "skew_connections": 8,
+        "spread_rounds": 3,
+        "quiet_wait": 0.0,
+        "retry_busy": 0,
+        "h2load_requests": 50000,
+        "h2load_warmup": 5000,
+        "h2_connections": 16,
+        "h2_streams": 10,
+        "h2load_idle_timeout": 10.0,
+        "h2load_timeout": 120.0,
+        "startup_timeout": 20.0,
+    }
+    args = parse_args([])
+    assert {name: getattr(args, name) for name in defaults} == defaults
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_suite_defaults(suite: str) -> None:
+    servers, scenarios, duration = SUITES[suite]
+    args = parse_args(["--suite", suite])
+    assert (args.servers, args.scenarios, args.duration) == (servers, scenarios, duration)
+    # each server and scenario can be named alone
+    for name in servers:
+        assert parse_args(["--suite", suite, "--servers", name]).servers == [name]
+    for name in scenarios:
+        assert parse_args(["--suite", suite, "--scenarios", name]).scenarios == [name]
+
+
+def test_documented_commands_parse() -> None:
+    """The commands in docs/benchmarks.md and README.md (python -m tools.bench ...)."""
+    found = [
+        command
+        for doc in ("docs/benchmarks.md", "README.md")
+        for command in re.findall(r"python -m tools\.bench\b([^`\n]*)", (REPO / doc).read_text())
+    ]
+    assert len(found) >= 4
+    for command in found:
+        parse_args(shlex.split(command))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--servers", "nope"], "unknown --servers for --suite single: nope"),
+        (["--suite", "tls", "--scenarios", "keep-alive"], "unknown --scenarios for --suite tls"),
+        (["--suite", "bogus"], "invalid choice: 'bogus'"),
+        (["--idle", "0"], "must be >= 1"),
+        (["--suite", "tls", "--h2-streams", "0"], "must be >= 1"),
+        (["--no-such-option"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", [["tools/bench"], ["-m", "tools.bench"]])
+def test_help_runs(how: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, *how, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--suite {single,master,tls}" in proc.stdout
+    assert proc.stdout.startswith(f"usage: python {' '.join(how)} ")
