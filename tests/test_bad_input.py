@@ -216,10 +216,25 @@ CASES = [
         400,
     ),
     Case(
-        "transfer-encoding-gzip",
+        "transfer-encoding-gzip",  # RFC 9112 section 6.3: chunked is not last -> 400
         POST + b"Transfer-Encoding: gzip\r\n\r\n",
-        501,
+        400,
     ),
+    Case(
+        "transfer-encoding-chunked-twice",
+        POST + b"Transfer-Encoding: chunked, chunked\r\n\r\n",
+        400,
+    ),
+    Case(
+        "transfer-encoding-chunked-then-gzip-lines",
+        POST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+        400,
+    ),
+    # RFC 9112 section 3.2: a Host with an invalid value -> 400
+    Case("host-with-space", b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n", 400),
+    Case("host-with-path", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    Case("host-with-userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+    Case("host-bad-port", b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
     Case(
         "transfer-encoding-gzip-chunked",
         POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",

@@ -53,8 +53,13 @@ _TCHARS = frozenset(
 )
 
 
-def scan_head(buf: bytes, limits: Limits) -> int:
+def scan_head(buf: bytes | bytearray, limits: Limits, start: int = 0) -> int:
     """Check the request head at the start of ``buf``.
+
+    Args:
+        start: how many bytes of ``buf`` an earlier call already checked and found to be an
+            incomplete head; only the rest is scanned, so a head that trickles in costs
+            linear time.
 
     Returns:
         The offset just past the head's blank line, or -1 when the head is not complete yet.
@@ -64,33 +69,56 @@ def scan_head(buf: bytes, limits: Limits) -> int:
     """
     if buf and buf[0] not in _TCHARS:  # a method is a token (RFC 9110 section 9.1)
         raise ProtocolError("request line does not start with a method")
-    end = buf.find(b"\r\n\r\n")
-    head = buf if end < 0 else buf[: end + 4]
+    end = buf.find(b"\r\n\r\n", max(0, start - 3))
+    stop = len(buf) if end < 0 else end + 4
     # RFC 9112 section 2.2: a recipient MAY accept a bare LF; a server in front of which another
     # parser may sit must not, or the two disagree on where the head ends.
-    if head.count(b"\n") != head.count(b"\r\n"):
+    if buf.count(b"\n", start, stop) != buf.count(b"\r\n", max(0, start - 1), stop):
         raise ProtocolError("bare LF in request head")
-    line_end = head.find(b"\r\n")
-    if (line_end if line_end >= 0 else len(head)) > limits.max_request_line:
+    line_end = buf.find(b"\r\n", 0, min(stop, limits.max_request_line + 2))
+    if (line_end if line_end >= 0 else stop) > limits.max_request_line:
         raise ProtocolError("request line too long", 414)
-    if len(head) > limits.max_head_size:
+    if stop > limits.max_head_size:
         raise ProtocolError("request header section too large", 431)
     if end < 0:
         return -1
+    _check_complete_head(bytes(buf[:stop]))
+    return stop
+
+
+def _check_complete_head(head: bytes) -> None:
     if b"\n " in head or b"\n\t" in head:  # RFC 9112 section 5.2: reject obs-fold
         raise ProtocolError("obsolete line folding in request head")
     lowered = head.lower()
     lengths = lowered.count(b"\ncontent-length:")
+    codings = _transfer_codings(lowered)
     if lengths:
         # RFC 9112 section 6.3 items 3 and 5: both framings, or several lengths, is smuggling.
         if lengths > 1:
             raise ProtocolError("more than one Content-Length")
-        if b"\ntransfer-encoding:" in lowered:
+        if codings:
             raise ProtocolError("both Content-Length and Transfer-Encoding")
         start = lowered.index(b"\ncontent-length:")
         if b"," in lowered[start : lowered.index(b"\r\n", start + 1)]:
             raise ProtocolError("more than one Content-Length")
-    return end + 4
+    if codings and (codings[-1] != b"chunked" or codings.count(b"chunked") > 1):
+        # RFC 9112 section 6.3 item 4: chunked not last -> 400 and close; section 6.1:
+        # chunked at most once. An unknown coding before chunked is h11's 501.
+        raise ProtocolError("Transfer-Encoding does not end with one chunked")
+
+
+def _transfer_codings(lowered: bytes) -> list[bytes]:
+    """The transfer codings of every Transfer-Encoding line, in order (lower case)."""
+    codings: list[bytes] = []
+    start = lowered.find(b"\ntransfer-encoding:")
+    while start >= 0:
+        value = lowered[start + 19 : lowered.index(b"\r\n", start + 1)]
+        for coding in value.split(b","):
+            coding = coding.strip(b" \t")
+            if coding:  # RFC 9110 section 5.6.1: empty list elements are ignored
+                codings.append(coding.partition(b";")[0].rstrip(b" \t"))
+        start = lowered.find(b"\ntransfer-encoding:", start + 1)
+    return codings
 
 
 class Data:
@@ -117,6 +145,11 @@ _FIELD = re.compile(  # RFC 9110 section 5: field-name ":" OWS field-value OWS
     rb"([!#$%&'*+\-.^_`|~0-9a-zA-Z]+):[ \t]*"
     rb"([\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?[ \t]*\Z"
 )
+# RFC 9110 section 7.2: Host = uri-host [ ":" port ] (RFC 3986 section 3.2.2); empty is allowed
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=\-_~]+\]|[0-9A-Za-z!$&'()*+,;=\-._~]|%[0-9A-Fa-f]{2})*"
+    rb"(?::[0-9]*)?\Z"
+)
 _NO_BODY, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(7)
 
 
@@ -132,24 +165,27 @@ class RequestParser:
     would wrap them) and accepts bare LF in the trailer section.
     """
 
-    __slots__ = ("_buf", "_eof", "_left", "_limits", "_state", "body_received")
+    __slots__ = ("_buf", "_eof", "_left", "_limits", "_scanned", "_state", "body_received")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
         self._state: int | None = None  # None: waiting for a request head
         self._left = 0
         self._eof = False
+        self._scanned = 0  # bytes of an incomplete head or trailer section already checked
         self.body_received = 0
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket; ``b""`` means the peer closed its side."""
         if not data:
             self._eof = True
-        elif self._buf:
-            self._buf += data
+        elif not self._buf:
+            self._buf = data  # the common case: one segment holds what is pending, no copy
+        elif isinstance(self._buf, bytearray):
+            self._buf += data  # appending to a bytearray is amortised linear
         else:
-            self._buf = data
+            self._buf = bytearray(self._buf) + data
 
     @property
     def waiting_for_request(self) -> bool:
@@ -183,21 +219,24 @@ class RequestParser:
     def take_trailing_data(self) -> bytes:
         """Bytes received and not parsed (for a connection being taken over)."""
         data, self._buf = self._buf, b""
-        return data
+        return bytes(data)
 
     def _next_request(self) -> Any:
         buf = self._buf
         if buf[:2] == b"\r\n":  # RFC 9112 section 2.2: ignore empty lines before a request
             buf = self._buf = buf.lstrip(b"\r\n")
-        end = scan_head(buf, self._limits)
+            self._scanned = 0
+        end = scan_head(buf, self._limits, self._scanned)
         if end < 0:
+            self._scanned = len(buf)
             if not self._eof:
                 return NEED_DATA
             if buf:
                 raise ProtocolError("connection closed in the middle of a request head")
             return ConnectionClosed()
+        self._scanned = 0
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_head_size)
-        conn.receive_data(buf[:end])
+        conn.receive_data(bytes(buf[:end]))
         self._buf = buf[end:]
         try:
             event: Any = conn.next_event()
@@ -214,6 +253,8 @@ class RequestParser:
             raise ProtocolError("too many header fields", 431)
         self._state = _NO_BODY
         for name, value in event.headers:
+            if name == b"host" and not _HOST.match(value):
+                raise ProtocolError("invalid Host")  # RFC 9112 section 3.2: 400
             if name == b"content-length":
                 self._left = int(value)
                 if limits.max_body_size is not None and self._left > limits.max_body_size:
@@ -281,16 +322,19 @@ class RequestParser:
             self._buf = buf[2:]
             self._state = _DONE
             return EndOfMessage([])
-        end = buf.find(b"\r\n\r\n")
-        block = buf if end < 0 else buf[: end + 2]
-        if block.count(b"\n") != block.count(b"\r\n"):
+        start = self._scanned
+        end = buf.find(b"\r\n\r\n", max(0, start - 3))
+        stop = len(buf) if end < 0 else end + 2
+        if buf.count(b"\n", start, stop) != buf.count(b"\r\n", max(0, start - 1), stop):
             raise ProtocolError("bare LF in trailer section")
-        if len(block) > self._limits.max_head_size:
+        if stop > self._limits.max_head_size:
             raise ProtocolError("trailer section too large", 431)
         if end < 0:
+            self._scanned = len(buf)
             return self._need_data()
+        self._scanned = 0
         fields = []
-        for line in block[:-2].split(b"\r\n"):
+        for line in bytes(buf[:end]).split(b"\r\n"):
             match = _FIELD.match(line)
             if match is None:
                 raise ProtocolError("invalid trailer field")
