@@ -75,12 +75,13 @@ class H1Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.host.connection_made(self)
         if self.tls is not None:  # the handshake was the set-up: now waiting for a request
             self._state = OPEN
             self._deadline.arm(self._options.intra_stream_timeout)
         else:
             self._deadline.arm(self._options.connection_setup_timeout)
+        # last: a server already closing calls close_gracefully(), whose grace must stand
+        self.host.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         if self._state != OPEN:

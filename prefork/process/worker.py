@@ -43,6 +43,9 @@ class Worker:
         server_options: options for ``prefork.server.new`` (no ``socket``, ``onstream``, ``cq``).
         heartbeat: seconds between heartbeats.
         access_log: log each request in the combined format to ``prefork.access``.
+
+    Without an ``onerror`` in ``server_options``, errors are logged (:func:`log_error`) and
+    the worker goes on serving: one failing request must not drop the others.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class Worker:
         self.channel = channel
         self.control = control
         self.server_options = dict(server_options or {})
+        self.server_options.setdefault("onerror", log_error)
         self.heartbeat = heartbeat
         self.server: prefork.server.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,6 +229,17 @@ def attach(path: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def log_error(server: Any, context: Any, op: str, err: BaseException, errno: int | None) -> None:
+    """A worker's ``onerror``: log the error with its traceback and request line; go on.
+
+    The server has already answered 500 where no response had started, and cut the response
+    off (closed the HTTP/1 connection, reset the HTTP/2 stream) where one had.
+    """
+    headers = getattr(context, "request_headers", None)
+    where = f" in {headers.get(':method')} {headers.get(':path')}" if headers is not None else ""
+    log.error("%s error%s: %r", op, where, err, exc_info=err)
 
 
 def _exit_now() -> None:
