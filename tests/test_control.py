@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,99 @@ def test_renderers():
         'prefork_worker_resident_memory_bytes{pid="7",generation="1",state="ready"} 3145728'
         in exposition
     )
+
+
+class FakeMaster:
+    """A ``control.Controlled`` that records what the commands asked for."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.calls = []
+
+    def worker_status(self):
+        return list(self.workers)
+
+    def set_workers(self, count):
+        self.calls.append(("workers", count))
+        return count
+
+    def reload(self):
+        self.calls.append("reload")
+
+    def pause(self):
+        self.calls.append("pause")
+
+    def resume(self):
+        self.calls.append("resume")
+
+    def reopen_logs(self):
+        self.calls.append("reopen-logs")
+
+    def stop(self, graceful=True):
+        self.calls.append(("stop", graceful))
+
+
+def test_rows_from_snapshots():
+    older = control.WorkerStatus(
+        pid=7, generation=1, started=10.0, last_seen=19.5, requests=11, open=2, total=9,
+        ready=True,
+    )  # fmt: skip
+    booting = control.WorkerStatus(8, 2, 18.0, 18.0, 0, 0, 0, ready=False)
+    rows = control.rows([booting, older], 20.0, {7: (3 * 1048576, 12.5)})
+    assert [r["pid"] for r in rows] == [7, 8]  # oldest first
+    assert rows[0] == {
+        "pid": 7, "generation": 1, "state": "ready", "age": 10.0, "open": 2, "total": 9,
+        "requests": 11, "heartbeat_age": 0.5, "rss": 3 * 1048576, "cpu_percent": 12.5,
+    }  # fmt: skip
+    assert (rows[1]["state"], rows[1]["rss"], rows[1]["cpu_percent"]) == ("booting", 0, 0.0)
+    states = [
+        control.WorkerStatus(1, 0, 0.0, 0.0, 0, 0, 0, ready=True, closing=True, recycling=True),
+        control.WorkerStatus(1, 0, 0.0, 0.0, 0, 0, 0, ready=True, recycling=True),
+        control.WorkerStatus(1, 0, 0.0, 0.0, 0, 0, 0, ready=True, attached=True),
+        control.WorkerStatus(1, 0, 0.0, 0.0, 0, 0, 0, ready=False, attached=True),
+    ]
+    assert [s.state for s in states] == ["closing", "recycling", "attached", "booting"]
+
+
+def test_commands_act_only_through_the_controlled_interface():
+    worker = control.WorkerStatus(7, 1, 0.0, 0.0, 3, 1, 4, ready=True)
+    target = FakeMaster([worker])
+    sampled = []
+
+    def usage(workers):
+        sampled.append([w.pid for w in workers])
+        return {7: (1048576, 5.0)}
+
+    def ask(line):
+        return control.answer(target, line.split(), usage)
+
+    assert json.loads(ask("status --json"))[0]["rss"] == 1048576
+    assert "prefork_worker_requests_total" in ask("metrics")
+    assert sampled == [[7], [7]]
+    assert ask("workers 3") == "ok: 3 workers\n"
+    assert ask("workers 0").startswith("error: unknown command")
+    for line in ("reload", "pause", "resume", "reopen-logs", "stop", "stop --quick"):
+        assert ask(line) == f"ok: {line.split()[0]}\n"
+    assert target.calls == [
+        ("workers", 3), "reload", "pause", "resume", "reopen-logs", ("stop", True),
+        ("stop", False),
+    ]  # fmt: skip
+    assert ask("") == "error: empty command\n"
+
+
+def test_usage_sampler_keeps_one_handle_per_live_pid():
+    sampler = control.UsageSampler()
+    me = control.WorkerStatus(os.getpid(), 0, 1.0, 1.0, 0, 0, 0, ready=True)
+    gone = control.WorkerStatus(2**22 + 1, 0, 2.0, 2.0, 0, 0, 0, ready=True)  # over pid_max
+    first = sampler.sample([me, gone])
+    assert first[os.getpid()][0] > 0
+    assert first[gone.pid] == (0, 0.0)
+    assert sampler.sample([]) == {}
+    assert sampler.sample([me])[os.getpid()][0] > 0
+
+
+def test_control_never_imports_the_master():
+    tree = ast.parse(Path(control.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m and m.startswith("prefork.process")]

@@ -12,7 +12,9 @@ master runs as may use it. Commands::
     workers N         set the number of workers
     reopen-logs       like USR1
 
-The rendering functions are pure (rows in, text out) so they are tested without a master.
+The commands act on a :class:`Controlled` (the master implements it) and see the workers as
+:class:`WorkerStatus` snapshots; this module never imports the master. The rendering functions
+are pure (rows in, text out) so they are tested without a master.
 """
 
 from __future__ import annotations
@@ -23,29 +25,99 @@ import os
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from prefork.process.master import Master
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 COLUMNS = ("pid", "gen", "state", "age", "open", "total", "requests", "beat", "rss", "cpu%")
 
 
-def rows(master: Master) -> list[dict[str, Any]]:
-    """One dict per worker with the figures ``status`` and ``metrics`` show."""
-    now = time.monotonic()
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker as the master reports it: a snapshot, so control never changes the master.
+
+    ``started`` and ``last_seen`` are ``time.monotonic()`` values; ``open`` and ``total`` are
+    the connections handed to it and not reported closed, and handed to it in all.
+    """
+
+    pid: int
+    generation: int
+    started: float
+    last_seen: float
+    requests: int
+    open: int
+    total: int
+    ready: bool
+    closing: bool = False
+    recycling: bool = False
+    attached: bool = False
+
+    @property
+    def state(self) -> str:
+        """``closing``, ``recycling``, ``booting``, ``attached`` or ``ready``."""
+        if self.closing:
+            return "closing"
+        if self.recycling:
+            return "recycling"
+        if not self.ready:
+            return "booting"
+        return "attached" if self.attached else "ready"
+
+
+class Controlled(Protocol):
+    """What the commands act on; the master implements it."""
+
+    def worker_status(self) -> list[WorkerStatus]:
+        """A snapshot of every worker."""
+        ...
+
+    def set_workers(self, count: int) -> int:
+        """Keep ``count`` workers; returns the new target."""
+        ...
+
+    def reload(self) -> None:
+        """As HUP."""
+        ...
+
+    def pause(self) -> None:
+        """Stop accepting."""
+        ...
+
+    def resume(self) -> None:
+        """Accept again."""
+        ...
+
+    def reopen_logs(self) -> None:
+        """As USR1."""
+        ...
+
+    def stop(self, graceful: bool = True) -> None:
+        """As TERM (graceful) or INT."""
+        ...
+
+
+Usage = Mapping[int, tuple[int, float]]  # pid -> (RSS in bytes, CPU%)
+
+
+def rows(workers: Iterable[WorkerStatus], now: float, usage: Usage) -> list[dict[str, Any]]:
+    """One dict per worker, oldest first, with the figures ``status`` and ``metrics`` show.
+
+    Args:
+        workers: the master's snapshot.
+        now: ``time.monotonic()`` when it was taken.
+        usage: RSS and CPU% by pid (a pid missing counts as 0).
+    """
     out = []
-    for worker in sorted(master.workers.values(), key=lambda w: w.started):
-        slot = master.dispatcher.slots.get(worker.pid)
-        rss, cpu = _usage(worker)
+    for worker in sorted(workers, key=lambda w: w.started):
+        rss, cpu = usage.get(worker.pid, (0, 0.0))
         out.append(
             {
                 "pid": worker.pid,
                 "generation": worker.generation,
-                "state": _state(worker),
+                "state": worker.state,
                 "age": round(now - worker.started, 1),
-                "open": slot.outstanding if slot else 0,
-                "total": slot.total if slot else 0,
+                "open": worker.open,
+                "total": worker.total,
                 "requests": worker.requests,
                 "heartbeat_age": round(now - worker.last_seen, 1),
                 "rss": rss,
@@ -55,24 +127,35 @@ def rows(master: Master) -> list[dict[str, Any]]:
     return out
 
 
-def _state(worker: Any) -> str:
-    for flag in ("closing", "recycling"):
-        if getattr(worker, flag):
-            return flag
-    kind = "attached" if worker.attached else "ready"
-    return kind if worker.ready else "booting"
+class UsageSampler:
+    """RSS and CPU% of the workers, with psutil.
 
+    One ``psutil.Process`` is kept per pid (and the worker's start time, so that a reused pid
+    gets a new one): CPU% is measured between two samples of the same handle, so the first
+    sample of a worker reads 0. Handles of workers no longer reported are dropped.
+    """
 
-def _usage(worker: Any) -> tuple[int, float]:
-    import psutil
+    def __init__(self) -> None:
+        self._processes: dict[int, tuple[float, Any]] = {}
 
-    try:
-        if worker.process is None:
-            worker.process = psutil.Process(worker.pid)
-            worker.process.cpu_percent(None)  # the first call only starts the measurement
-        return int(worker.process.memory_info().rss), worker.process.cpu_percent(None)
-    except psutil.Error:
-        return 0, 0.0
+    def sample(self, workers: Iterable[WorkerStatus]) -> dict[int, tuple[int, float]]:
+        """RSS and CPU% by pid for ``workers``; forgets every other pid."""
+        import psutil
+
+        kept: dict[int, tuple[float, Any]] = {}
+        out: dict[int, tuple[int, float]] = {}
+        for worker in sorted(workers, key=lambda w: w.started):
+            try:
+                started, process = self._processes.get(worker.pid, (None, None))
+                if process is None or started != worker.started:
+                    process = psutil.Process(worker.pid)
+                    process.cpu_percent(None)  # the first call only starts the measurement
+                kept[worker.pid] = (worker.started, process)
+                out[worker.pid] = (int(process.memory_info().rss), process.cpu_percent(None))
+            except psutil.Error:
+                out[worker.pid] = (0, 0.0)
+        self._processes = kept
+        return out
 
 
 def table(data: list[dict[str, Any]], master_pid: int) -> str:
@@ -116,10 +199,17 @@ def metrics(data: list[dict[str, Any]]) -> str:
 
 
 class ControlServer:
-    """The master's end: accept, read one line, answer, close (bounded by a 1 s timeout)."""
+    """The master's end: accept, read one line, answer, close (bounded by a 1 s timeout).
 
-    def __init__(self, path: str) -> None:
+    Args:
+        path: where to listen (mode 0600; a file there is replaced).
+        target: what the commands act on.
+    """
+
+    def __init__(self, path: str, target: Controlled) -> None:
         self.path = path
+        self.target = target
+        self.usage = UsageSampler()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -137,7 +227,7 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 
-    def serve_one(self, master: Master) -> None:
+    def serve_one(self) -> None:
         """Answer one waiting client (called when the socket is readable)."""
         try:
             client, _ = self.sock.accept()
@@ -153,7 +243,7 @@ class ControlServer:
                     client.sendall(b"error: permission denied\n")
                     return
                 line = _read_line(client)
-                client.sendall(answer(master, line.split()).encode())
+                client.sendall(answer(self.target, line.split(), self.usage.sample).encode())
             except OSError:
                 return
 
@@ -168,25 +258,35 @@ def _read_line(client: socket.socket) -> str:
     return data.split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
-def answer(master: Master, words: list[str]) -> str:
-    """Carry out one command on ``master``; the text to send back."""
+def answer(
+    target: Controlled,
+    words: list[str],
+    usage: Callable[[list[WorkerStatus]], Usage],
+) -> str:
+    """Carry out one command on ``target``; the text to send back.
+
+    Args:
+        target: what the command acts on.
+        words: the command line, split.
+        usage: measures RSS and CPU% of the workers it is given (``UsageSampler.sample``).
+    """
     if not words:
         return "error: empty command\n"
     name, args = words[0], words[1:]
-    if name == "status":
-        data = rows(master)
+    if name in ("status", "metrics"):
+        workers = target.worker_status()
+        data = rows(workers, time.monotonic(), usage(workers))
+        if name == "metrics":
+            return metrics(data)
         return json.dumps(data) + "\n" if "--json" in args else table(data, os.getpid())
-    if name == "metrics":
-        return metrics(rows(master))
     if name == "workers" and len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:
-        master.target = int(args[0])
-        return f"ok: {master.target} workers\n"
-    simple = {
-        "reload": master.reload,
-        "pause": master.pause,
-        "resume": master.resume,
-        "reopen-logs": master.handle_usr1,
-        "stop": lambda: master.stop(graceful="--quick" not in args),
+        return f"ok: {target.set_workers(int(args[0]))} workers\n"
+    simple: dict[str, Callable[[], None]] = {
+        "reload": target.reload,
+        "pause": target.pause,
+        "resume": target.resume,
+        "reopen-logs": target.reopen_logs,
+        "stop": lambda: target.stop(graceful="--quick" not in args),
     }
     if name in simple:
         simple[name]()

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefork.process import fdpass, systemd, wire
+from prefork.process.control import ControlServer, WorkerStatus
 from prefork.process.dispatch import Dispatcher
 from prefork.process.worker import WORKER_BOOT_ERROR, child_main
 
@@ -98,7 +99,6 @@ class WorkerProcess:
     request_limit: int = 0
     recycling: bool = False  # serving until its replacement is ready
     attached: bool = False  # joined through the attach socket: not our child, not respawned
-    process: Any = None  # psutil.Process, kept so that CPU% is measured between samples
 
 
 class Master:
@@ -123,7 +123,7 @@ class Master:
         self._attach_listener: socket.socket | None = None
         self._upgrade: subprocess.Popen[bytes] | None = None
         self._winched: int | None = None
-        self._control: Any = None
+        self._control: ControlServer | None = None
         self._before_reload: tuple[int, MasterConfig] | None = None
         self._memory_checked = 0.0
         self._child_exited = False
@@ -163,11 +163,9 @@ class Master:
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
         self._open_attach_socket()
         if self.config.control_socket is not None:
-            from prefork.process.control import ControlServer
-
-            self._control = ControlServer(self.config.control_socket)
+            self._control = ControlServer(self.config.control_socket, self)
             serve = self._control.serve_one
-            self.selector.register(self._control.sock, selectors.EVENT_READ, lambda _: serve(self))
+            self.selector.register(self._control.sock, selectors.EVENT_READ, lambda _: serve())
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for name in SIGNALS:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
@@ -261,10 +259,7 @@ class Master:
             log.info("workers: %d (TTOU)", self.target)
 
     def handle_usr1(self) -> None:
-        from prefork import logs
-
-        logs.reopen()
-        self.broadcast("reopen-logs")
+        self.reopen_logs()
 
     def handle_hup(self) -> None:
         """Hot reload: a new generation of workers, then the old one drains."""
@@ -418,6 +413,40 @@ class Master:
                 worker.channel.send(wire.control(command))
             else:
                 os.write(worker.control, wire.command(command))
+
+    def reopen_logs(self) -> None:
+        """Reopen the log files, and tell every worker to."""
+        from prefork import logs
+
+        logs.reopen()
+        self.broadcast("reopen-logs")
+
+    def set_workers(self, count: int) -> int:
+        """Keep ``count`` workers of the current generation; returns the new target."""
+        self.target = count
+        return self.target
+
+    def worker_status(self) -> list[WorkerStatus]:
+        """A snapshot of every worker, for ``prefork ctl status`` and ``metrics``."""
+        out = []
+        for w in self.workers.values():
+            slot = self.dispatcher.slots.get(w.pid)
+            out.append(
+                WorkerStatus(
+                    pid=w.pid,
+                    generation=w.generation,
+                    started=w.started,
+                    last_seen=w.last_seen,
+                    requests=w.requests,
+                    open=slot.outstanding if slot else 0,
+                    total=slot.total if slot else 0,
+                    ready=w.ready,
+                    closing=w.closing,
+                    recycling=w.recycling,
+                    attached=w.attached,
+                )
+            )
+        return out
 
     def pause(self) -> None:
         """Stop accepting (clients wait in the backlog) and tell the workers."""
