@@ -1,0 +1,113 @@
+"""The strict checks of an HTTP/1 request head, before h11 parses it (sans-I/O).
+
+h11 is lenient where RFC 9112 lets a recipient be: it accepts a bare LF as a line end,
+merges identical duplicate ``Content-Length`` values, accepts ``Content-Length`` together
+with ``Transfer-Encoding``, and accepts obs-fold. A server behind a proxy must not be lenient:
+if the two disagree on where a request ends, a request can be smuggled past the proxy
+(docs/architecture.md, departure b). :func:`scan_head` refuses those with 400 and enforces
+the request-line (414) and head-size (431) limits; :func:`valid_host` checks a Host value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from prefork.errors import ProtocolError
+
+
+class HeadLimits(Protocol):
+    """The limits :func:`scan_head` applies (``prefork.protocol.http1.Limits``)."""
+
+    @property
+    def max_request_line(self) -> int:
+        """Longest request line in bytes."""
+
+    @property
+    def max_head_size(self) -> int:
+        """Largest request head in bytes."""
+
+
+_TCHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def scan_head(buf: bytes | bytearray, limits: HeadLimits, start: int = 0) -> int:
+    """Check the request head at the start of ``buf``.
+
+    Args:
+        start: how many bytes of ``buf`` an earlier call already checked and found to be an
+            incomplete head; only the rest is scanned, so a head that trickles in costs
+            linear time.
+
+    Returns:
+        The offset just past the head's blank line, or -1 when the head is not complete yet.
+
+    Raises:
+        ProtocolError: with status 400, 414 or 431.
+    """
+    if buf and buf[0] not in _TCHARS:  # a method is a token (RFC 9110 section 9.1)
+        raise ProtocolError("request line does not start with a method")
+    end = buf.find(b"\r\n\r\n", max(0, start - 3))
+    stop = len(buf) if end < 0 else end + 4
+    # RFC 9112 section 2.2: a recipient MAY accept a bare LF; a server in front of which another
+    # parser may sit must not, or the two disagree on where the head ends.
+    if buf.count(b"\n", start, stop) != buf.count(b"\r\n", max(0, start - 1), stop):
+        raise ProtocolError("bare LF in request head")
+    line_end = buf.find(b"\r\n", 0, min(stop, limits.max_request_line + 2))
+    if (line_end if line_end >= 0 else stop) > limits.max_request_line:
+        raise ProtocolError("request line too long", 414)
+    if stop > limits.max_head_size:
+        raise ProtocolError("request header section too large", 431)
+    if end < 0:
+        return -1
+    _check_complete_head(bytes(buf[:stop]))
+    return stop
+
+
+def _check_complete_head(head: bytes) -> None:
+    if b"\n " in head or b"\n\t" in head:  # RFC 9112 section 5.2: reject obs-fold
+        raise ProtocolError("obsolete line folding in request head")
+    lowered = head.lower()
+    lengths = lowered.count(b"\ncontent-length:")
+    codings = _transfer_codings(lowered)
+    if lengths:
+        # RFC 9112 section 6.3 items 3 and 5: both framings, or several lengths, is smuggling.
+        if lengths > 1:
+            raise ProtocolError("more than one Content-Length")
+        if codings:
+            raise ProtocolError("both Content-Length and Transfer-Encoding")
+        start = lowered.index(b"\ncontent-length:")
+        if b"," in lowered[start : lowered.index(b"\r\n", start + 1)]:
+            raise ProtocolError("more than one Content-Length")
+    if codings and (codings[-1] != b"chunked" or codings.count(b"chunked") > 1):
+        # RFC 9112 section 6.3 item 4: chunked not last -> 400 and close; section 6.1:
+        # chunked at most once. An unknown coding before chunked is h11's 501.
+        raise ProtocolError("Transfer-Encoding does not end with one chunked")
+
+
+def _transfer_codings(lowered: bytes) -> list[bytes]:
+    """The transfer codings of every Transfer-Encoding line, in order (lower case)."""
+    codings: list[bytes] = []
+    start = lowered.find(b"\ntransfer-encoding:")
+    while start >= 0:
+        value = lowered[start + 19 : lowered.index(b"\r\n", start + 1)]
+        for coding in value.split(b","):
+            coding = coding.strip(b" \t")
+            if coding:  # RFC 9110 section 5.6.1: empty list elements are ignored
+                codings.append(coding.partition(b";")[0].rstrip(b" \t"))
+        start = lowered.find(b"\ntransfer-encoding:", start + 1)
+    return codings
+
+
+# RFC 9110 section 7.2: Host = uri-host [ ":" port ] (RFC 3986 section 3.2.2); empty is allowed
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=\-_~]+\]|[0-9A-Za-z!$&'()*+,;=\-._~]|%[0-9A-Fa-f]{2})*"
+    rb"(?::[0-9]*)?\Z"
+)
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether ``value`` is ``uri-host [ ":" port ]`` (or empty), RFC 9110 section 7.2."""
+    return _HOST.match(value) is not None
