@@ -1,0 +1,155 @@
+"""Accepting and handing out: listeners -> dispatcher -> worker channels, and what comes back.
+
+Hand-off (DESIGN.md section 4): accept until EAGAIN (at most ``ACCEPT_BATCH`` a turn), let the
+pure :class:`~prefork.process.dispatch.Dispatcher` share the batch out, one ``sendmsg`` per
+worker. The master keeps its copy of each socket until the worker acknowledges the batch, so a
+worker that dies first loses nothing: its unacknowledged connections go to another worker.
+When no worker can take more, the master stops accepting and the kernel's backlog holds clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+from prefork.process import fdpass, wire
+from prefork.process.pool import Pool, WorkerProcess
+
+log = logging.getLogger("prefork.master")
+
+ACCEPT_BATCH = 64
+ACCEPT_BACKOFF = 0.5  # seconds without accepting after EMFILE and the like, instead of spinning
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class Handoff:
+    """Accept while some worker can take a connection; read what the workers report.
+
+    Args:
+        pool: the shared worker table.
+        on_ready: called with a worker when it reports ``READY`` (after the dispatcher knows).
+    """
+
+    def __init__(self, pool: Pool, on_ready: Callable[[WorkerProcess], None]) -> None:
+        self.pool = pool
+        self.on_ready = on_ready
+        self.accepting = False
+        self.backoff_until = 0.0
+
+    # -- accepting --------------------------------------------------------------------------
+
+    def update_accepting(self) -> None:
+        """Watch the listeners exactly when a new connection could be handed out at once."""
+        pool = self.pool
+        want = (
+            pool.stopping is None
+            and not pool.paused
+            and not pool.waiting
+            and time.monotonic() >= self.backoff_until
+            and pool.dispatcher.can_accept()
+        )
+        self._set_accepting(want)
+
+    def _set_accepting(self, want: bool) -> None:
+        if want == self.accepting:
+            return
+        self.accepting = want
+        for sock in self.pool.config.listeners:
+            if want:
+                self.pool.selector.register(sock, selectors.EVENT_READ, self._on_listener)
+            else:
+                self.pool.unregister(sock)
+
+    def close_listeners(self, unlink: bool) -> None:
+        """Stop accepting for good; ``unlink`` the Unix sockets' paths unless another master
+        (a binary upgrade) now owns them."""
+        self._set_accepting(False)
+        config = self.pool.config
+        for sock in config.listeners:
+            sock.close()
+        for path in config.unix_paths if unlink else ():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        config.listeners = []
+        config.unix_paths = []
+
+    def _on_listener(self, listener: socket.socket) -> None:
+        accepted = []
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    log.warning("accept: %s; backing off 0.5 s", exc)
+                    self.backoff_until = time.monotonic() + ACCEPT_BACKOFF
+                    self._set_accepting(False)
+                break
+            accepted.append(sock)
+        self.pool.waiting.extend(accepted)
+        self.hand_out()
+
+    def hand_out(self) -> None:
+        """Send the waiting connections to workers, one batch per worker, while any can take."""
+        pool = self.pool
+        while pool.waiting:
+            batches, left = pool.dispatcher.assign(pool.waiting)
+            pool.waiting = left
+            if not batches:
+                return
+            for pid, batch_id, socks in batches:
+                worker = pool.workers[pid]  # type: ignore[index]
+                try:
+                    fdpass.send(worker.channel, wire.batch(batch_id), [s.fileno() for s in socks])
+                except OSError:  # full (EAGAIN) or dying: someone else takes these
+                    pool.waiting.extend(pool.dispatcher.send_failed(pid, batch_id))
+
+    # -- what the workers say -------------------------------------------------------------------
+
+    def on_channel(self, pid: int, channel: socket.socket) -> None:
+        """Read every message waiting on worker ``pid``'s channel (it is readable)."""
+        worker = self.pool.workers.get(pid)
+        if worker is None:
+            return
+        while True:
+            try:
+                data = channel.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the worker is exiting: wait for the reap
+                if worker.attached:
+                    self.pool.detach(pid, "its channel closed")
+                else:
+                    self.pool.selector.unregister(channel)
+                return
+            worker.last_seen = time.monotonic()
+            self._on_message(worker, wire.decode(data))
+
+    def _on_message(self, worker: WorkerProcess, message: wire.Message) -> None:
+        dispatcher = self.pool.dispatcher
+        kind = message.kind
+        if kind == wire.ACK:
+            for sock in dispatcher.acked(worker.pid, message.number):
+                sock.close()
+        elif kind == wire.CLOSED:
+            dispatcher.closed(worker.pid, message.number)
+        elif kind == wire.BEAT:
+            worker.requests = message.requests
+            worker.open_connections = message.number
+        elif kind == wire.READY:
+            worker.ready = True
+            if not worker.closing:
+                dispatcher.ready(worker.pid)
+            log.info("worker %d ready", worker.pid)
+            self.on_ready(worker)
+        elif kind == wire.ERROR:
+            log.error("worker %d: %s", worker.pid, message.text)
