@@ -143,7 +143,8 @@ class Host:
         try:
             await self._onstream(self.server, stream)
         except Exception as exc:
-            stream._end(500)
+            # a request error the handler let through (a body too large to buffer: 413)
+            stream._end(exc.status if isinstance(exc, ProtocolError) else 500)
             if not isinstance(exc, ORDINARY):
                 self.report(stream, "onstream", exc)
         else:
