@@ -66,7 +66,9 @@ def load(spec: str) -> Callable[..., Any]:
 def _load_file(path: str) -> Any:
     if not os.path.isfile(path):
         raise AppError(f"cannot import {path!r}: no such file")
-    name = os.path.splitext(os.path.basename(path))[0]
+    # A private module name: an app file called json.py must not replace the stdlib's json
+    # in sys.modules for everything the worker imports after it.
+    name = "_prefork_app_" + os.path.splitext(os.path.basename(path))[0]
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise AppError(f"cannot import {path!r}: not a Python file")

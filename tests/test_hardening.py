@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pathlib
 import socket
 import subprocess
+import sys
 import time
 
 import httpx
@@ -72,6 +74,7 @@ def test_access_log_with_every_protocol(masters, how: str) -> None:
 def test_grace_for_a_connection_handed_over_during_close() -> None:
     """Item 11: a silent connection given to a server that closes in the same turn gets the
     1 s grace, not the 10 s set-up timeout."""
+
     async def never(server, stream):
         raise AssertionError("no request was sent")
 
@@ -88,3 +91,25 @@ def test_grace_for_a_connection_handed_over_during_close() -> None:
         assert b.recv(1) == b""
     finally:
         b.close()
+
+
+def test_app_file_named_like_a_stdlib_module(tmp_path) -> None:
+    """Item 15: ``json.py:onstream`` loads under a private name; ``json`` stays the stdlib's."""
+    script = (
+        "import json, sys\n"
+        "from prefork.app import load\n"
+        "app = load(sys.argv[1])\n"
+        "assert sys.modules['json'] is json, 'the app file replaced json'\n"
+        "assert app.__module__ != 'json', app.__module__\n"
+        "print(json.dumps({'loaded': app.__name__}))\n"
+    )
+    path = pathlib.Path(__file__).parent / "apps" / "shadow" / "json.py"
+    out = subprocess.run(
+        [sys.executable, "-c", script, f"{path}:onstream"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '{"loaded": "onstream"}'

@@ -1,0 +1,328 @@
+"""The kinds of value a setting takes (prefork/settings.py): each checks a value and names the
+setting in its error.
+
+A kind checks a value in two situations:
+
+- ``check(value, label)``: a keyword argument of ``prefork.server.new()``/``listen()``; the
+  label is ``"option 'name'"``.
+- ``load(value, label)``: a value from the command line (after argparse's ``type``) or
+  from a TOML file; the label is the flag (``--workers``) or ``--config: FILE: key``. Choices
+  are spelled as words there (``--tls on``), and each kind accepts what TOML can say.
+
+Both return the value to use and raise ``TypeError`` (wrong type) or ``ValueError`` (out of
+range) with a message that starts with the label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import math
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def number(text: str) -> int | float:
+    """A command-line number: ``8``, ``2.5``, ``inf``."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class Kind:
+    """The interface of every kind; the defaults suit kinds whose values TOML can say as-is."""
+
+    def describe(self) -> str:
+        """The kind in a few words, for the settings reference."""
+        return "value"
+
+    def argparse(self) -> dict[str, Any]:
+        """How the command line takes it: ``add_argument`` keywords (``type``, ``choices``)."""
+        return {}
+
+    def check(self, value: Any, label: str) -> Any:
+        raise NotImplementedError
+
+    def load(self, value: Any, label: str) -> Any:
+        return self.check(value, label)
+
+    def show(self, value: Any) -> str:
+        """``value`` as the command line or a TOML file would spell it (for docs and help)."""
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Int(Kind):
+    """An ``int`` (never a ``bool``) from ``minimum`` to ``maximum``."""
+
+    minimum: int = 1
+    maximum: int | None = None
+
+    def describe(self) -> str:
+        top = f" to {self.maximum}" if self.maximum is not None else ""
+        return f"integer, {self.minimum}{top}" if top else f"integer >= {self.minimum}"
+
+    def check(self, value: Any, label: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{label} must be an int, got {_type_name(value)}")
+        if value < self.minimum:
+            raise ValueError(f"{label} must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{label} must be <= {self.maximum}, got {value!r}")
+        return value
+
+    def argparse(self) -> dict[str, Any]:
+        return {"type": int}
+
+
+@dataclass(frozen=True)
+class Number(Kind):
+    """An ``int`` or ``float`` >= ``minimum``, ``inf`` allowed, NaN not; ``seconds``: as float."""
+
+    minimum: float = 0
+    seconds: bool = False
+
+    def describe(self) -> str:
+        what = "seconds" if self.seconds else "number"
+        return f"{what} >= {self.minimum:g} (`inf`: no limit)"
+
+    def check(self, value: Any, label: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{label} must be a number, got {_type_name(value)}")
+        if math.isnan(value) or value < self.minimum:
+            raise ValueError(f"{label} must be a number >= {self.minimum}, got {value!r}")
+        return float(value) if self.seconds else value
+
+    def argparse(self) -> dict[str, Any]:
+        return {"type": number}
+
+    def show(self, value: Any) -> str:
+        return "unlimited" if value == math.inf else f"{value:g}"
+
+
+class Bool(Kind):
+    """``True`` or ``False`` (a command-line flag without a value)."""
+
+    def describe(self) -> str:
+        return "boolean"
+
+    def check(self, value: Any, label: str) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{label} must be a bool, got {value!r}")
+        return value
+
+    def show(self, value: Any) -> str:
+        return "on" if value else "off"
+
+    def argparse(self) -> dict[str, Any]:
+        return {"action": "store_true", "default": None}
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    """One of a fixed set of values, each with a word for the command line and TOML.
+
+    ``error``: what a value outside the set raises in ``check`` (``tls="yes"`` is a type
+    mistake, ``version=3`` a value out of range).
+    """
+
+    names: Mapping[str, Any]
+    error: type[Exception] = ValueError
+
+    def describe(self) -> str:
+        if all(word == value for word, value in self.names.items()):
+            return "one of " + ", ".join(f"`{w}`" for w in self.names)
+        return "one of " + ", ".join(f"`{w}` (`{v!r}`)" for w, v in self.names.items())
+
+    def argparse(self) -> dict[str, Any]:
+        return {"choices": tuple(self.names)}
+
+    def check(self, value: Any, label: str) -> Any:
+        for allowed in self.names.values():
+            # True == 1 == 1.0 in Python: a bool only matches a bool
+            if allowed == value and isinstance(allowed, bool) == isinstance(value, bool):
+                return allowed
+        shown = ", ".join(map(repr, self.names.values()))
+        raise self.error(f"{label} must be one of {shown}; got {value!r}")
+
+    def load(self, value: Any, label: str) -> Any:
+        if isinstance(value, str):
+            if value in self.names:
+                return self.names[value]
+            raise ValueError(f"{label} must be one of {', '.join(self.names)}; got {value!r}")
+        return self.check(value, label)
+
+    def show(self, value: Any) -> str:
+        return next((w for w, v in self.names.items() if v == value), str(value))
+
+
+@dataclass(frozen=True)
+class Str(Kind):
+    """A non-empty ``str`` (``bytes_ok``: or ``bytes``, for paths)."""
+
+    bytes_ok: bool = False
+
+    def describe(self) -> str:
+        return "string"
+
+    def check(self, value: Any, label: str) -> Any:
+        if not isinstance(value, str | bytes if self.bytes_ok else str):
+            raise TypeError(f"{label} must be a str, got {_type_name(value)}")
+        return value
+
+    def load(self, value: Any, label: str) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{label} must be a string, got {_type_name(value)}")
+        if not value:
+            raise ValueError(f"{label} must not be empty")
+        return value
+
+
+@dataclass(frozen=True)
+class Octal(Kind):
+    """A permission: an ``int`` up to ``maximum`` or an octal string such as ``"027"``.
+
+    ``int_ok=False``: only the string (a TOML ``umask = 27`` would be read as decimal 27 =
+    0o33, not what its author meant).
+    """
+
+    maximum: int = 0o7777
+    int_ok: bool = True
+
+    def describe(self) -> str:
+        text = f'octal string up to "{self.maximum:o}"'
+        return f"int or {text}" if self.int_ok else text
+
+    def check(self, value: Any, label: str) -> int:
+        if isinstance(value, str):
+            try:
+                value = int(value, 8)
+            except ValueError:
+                raise ValueError(f"{label} must be an octal permission, got {value!r}") from None
+        elif not self.int_ok:
+            raise TypeError(f'{label} must be an octal string such as "027", got {value!r}')
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{label} must be an int, got {_type_name(value)}")
+        if not 0 <= value <= self.maximum:
+            raise ValueError(
+                f"{label} must be a permission from 0 to {self.maximum:#o}, got {value:#o}"
+            )
+        return value
+
+    def show(self, value: Any) -> str:
+        return f"{value:03o}"
+
+
+class Addresses(Kind):
+    """Listening addresses: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``; one
+    string or a list. Loaded as a tuple of the strings, each checked by :func:`address`."""
+
+    def describe(self) -> str:
+        return "list of addresses"
+
+    def check(self, value: Any, label: str) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise TypeError(f"{label} must be a string or a list of strings, got {value!r}")
+        if not items:
+            raise ValueError(f"{label} must name at least one address")
+        for text in items:
+            address(text, label)
+        return tuple(items)
+
+    def show(self, value: Any) -> str:
+        return ", ".join(value)
+
+    def argparse(self) -> dict[str, Any]:
+        return {"action": "append"}
+
+
+def address(text: str, label: str = "--bind") -> tuple[str, Any, int | None]:
+    """``HOST:PORT``/``[V6]:PORT`` -> ``("tcp", host, port)``; ``unix:PATH`` -> ``("unix",
+    path, None)``; ``fd://N`` -> ``("fd", N, None)``.
+
+    Raises:
+        ValueError: none of these forms (the message names ``label`` and ``text``).
+    """
+    if text.startswith("unix:"):
+        if not text[5:]:
+            raise ValueError(f"{label} {text!r}: unix: needs a path")
+        return "unix", text[5:], None
+    if text.startswith("fd://"):
+        if not text[5:].isdigit():
+            raise ValueError(f"{label} {text!r}: fd:// needs a descriptor number")
+        return "fd", int(text[5:]), None
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{label} {text!r}: expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N")
+    return "tcp", host, int(port)
+
+
+# -- kinds that only the library's keyword arguments take ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Function(Kind):
+    """A callable; ``is_async``: an ``async def`` (or an object whose ``__call__`` is one)."""
+
+    is_async: bool = False
+
+    def describe(self) -> str:
+        return "async callable" if self.is_async else "callable"
+
+    def check(self, value: Any, label: str) -> Callable[..., Any]:
+        if not callable(value):
+            raise TypeError(f"{label} must be callable")
+        if self.is_async and not (
+            asyncio.iscoroutinefunction(value) or asyncio.iscoroutinefunction(type(value).__call__)
+        ):
+            raise TypeError(
+                f"{label} must be an async function: async def onstream(server, stream)"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class Instance(Kind):
+    """An instance of the class at ``path`` (imported when first needed: OpenSSL is heavy)."""
+
+    path: str
+    what: str = ""
+
+    def describe(self) -> str:
+        return f"`{self.path}`"
+
+    def check(self, value: Any, label: str) -> Any:
+        module, _, name = self.path.rpartition(".")
+        if not isinstance(value, getattr(importlib.import_module(module), name)):
+            what = self.what or f"a {self.path}"
+            raise TypeError(f"{label} must be {what}, got {_type_name(value)}")
+        return value
+
+
+FAMILIES = {name: socket.AddressFamily[name] for name in ("AF_INET", "AF_INET6", "AF_UNIX")}
+
+
+class Family(Kind):
+    """An address family: ``"AF_INET"``, ``"AF_INET6"``, ``"AF_UNIX"`` or the constants."""
+
+    def describe(self) -> str:
+        return "`AF_INET`, `AF_INET6` or `AF_UNIX`"
+
+    def check(self, value: Any, label: str) -> socket.AddressFamily:
+        if isinstance(value, str):
+            if value not in FAMILIES:
+                raise ValueError(f"{label} must be one of {sorted(FAMILIES)}, got {value!r}")
+            return FAMILIES[value]
+        if value not in FAMILIES.values():
+            raise ValueError(f"{label} must be AF_INET, AF_INET6 or AF_UNIX, got {value!r}")
+        return socket.AddressFamily(value)
