@@ -1,6 +1,6 @@
 """Connection set-up: which protocol object serves a newly added socket.
 
-The seed's ``tls`` option decides (DESIGN.md section 2, "Connection set-up"):
+The seed's ``tls`` option decides (docs/tls.md; docs/architecture.md, departure f):
 
 * False: plaintext (a ClientHello then gets the HTTP/1 parser's 400).
 * True: TLS (:class:`~prefork.aio.tls.TLSProtocol`), then HTTP inside it.
@@ -8,7 +8,7 @@ The seed's ``tls`` option decides (DESIGN.md section 2, "Connection set-up"):
   plaintext (:func:`~prefork.protocol.tls.looks_like_tls`), then hands the socket and the kept
   bytes to one or the other. Sniffing and the handshake share one ``connection_setup_timeout``.
 
-Then the HTTP version (DESIGN.md section 2, steps 3 and 5): ALPN ``h2`` means HTTP/2, another
+Then the HTTP version (docs/http2.md): ALPN ``h2`` means HTTP/2, another
 ALPN result HTTP/1; without one, :class:`PrefaceSniffer`, an HTTP/1 connection, looks at the
 first bytes and hands over to HTTP/2 if they are the 24-byte preface (prior knowledge, RFC
 9113 section 3.3).

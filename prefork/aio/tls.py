@@ -6,7 +6,7 @@ later HTTP/2, chosen by ALPN) and hands it a :class:`TLSTransport`, which looks 
 TCP transport: ``write`` encrypts, ``close`` sends close_notify, ``pause_reading`` stops the
 socket. Everything that can go wrong with a peer (a bad ClientHello, a bad record, a handshake
 that never finishes, a reset) ends in one place, the connection closing, and is not reported:
-a bad peer is not an error of the server (DESIGN.md section 2; STYLE.md rule 4).
+a bad peer is not an error of the server (docs/architecture.md, "Errors").
 
 asyncio's own ``loop.start_tls`` is not used: it needs an ``ssl.SSLContext``, and the seed's
 ``ctx`` is a pyOpenSSL context (what ``stream.checktls()`` returns is that connection).

@@ -4,7 +4,7 @@ Least outstanding connections among the *ready* workers of the current generatio
 generations only while no current one is ready, during a reload), ties broken round-robin.
 Workers report closes, so "outstanding" stays true. A worker with a batch it has not
 acknowledged yet is treated as busy: a blocked event loop cannot ack, and the ack is the
-only signal that tells a worker stuck in CPU work from an idle one (DESIGN.md section 4: on a
+only signal that tells a worker stuck in CPU work from an idle one (docs/master.md: on a
 skewed load, close reports alone gave a p99 of 11 ms against 6 ms for a shared accept socket).
 
 The master keeps its copy of every connection until the batch is acknowledged; when a worker
