@@ -1,6 +1,6 @@
 """Accepting and handing out: listeners -> dispatcher -> worker channels, and what comes back.
 
-Hand-off (docs/master.md, "Hand-off protocol"): accept until EAGAIN (at most ``ACCEPT_BATCH`` a turn), let the
+Hand-off (docs/master.md): accept until EAGAIN (at most ``ACCEPT_BATCH`` a turn), let the
 pure :class:`~prefork.process.dispatch.Dispatcher` share the batch out, one ``sendmsg`` per
 worker. The master keeps its copy of each socket until the worker acknowledges the batch, so a
 worker that dies first loses nothing: its unacknowledged connections go to another worker.
