@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -122,16 +121,6 @@ def serve() -> Iterator[Callable[..., Running]]:
     yield start
     for running in started:
         running.stop()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    """Poll ``predicate`` (cheap, side-effect free) until it is true, bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-    return result
 
 
 def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.master_helpers import REPO, Masters, clean_env, get, wait_until
+from tests.helpers import wait_until
+from tests.master_helpers import REPO, Masters, clean_env, get
 
 EMBEDDED = str(Path(REPO) / "examples" / "embedded_worker.py")
 

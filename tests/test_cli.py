@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import prefork
+from tests.helpers import wait_until
 from tests.master_helpers import (
     MasterProc,
     Masters,
@@ -28,7 +29,6 @@ from tests.master_helpers import (
     listening_ports,
     raw_get,
     run_prefork,
-    wait_until,
 )
 
 

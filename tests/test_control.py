@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from prefork.process import control
-from tests.master_helpers import REPO, Masters, clean_env, get, wait_until
+from tests.helpers import wait_until
+from tests.master_helpers import REPO, Masters, clean_env, get
 
 
 @pytest.fixture

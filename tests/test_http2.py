@@ -32,7 +32,8 @@ from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
 from prefork.protocol import http2 as proto
 from prefork.protocol import tls
-from tests.conftest import Running, hello, response_headers, wait_until
+from tests.conftest import Running, hello, response_headers
+from tests.helpers import wait_until
 
 TIMEOUT = 10.0
 CURL = shutil.which("curl")

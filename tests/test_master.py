@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import wait_until
 from tests.master_helpers import (
     MasterProc,
     Masters,
@@ -30,7 +31,6 @@ from tests.master_helpers import (
     raw_get,
     read_all,
     run_prefork,
-    wait_until,
 )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import prefork
-from tests.master_helpers import wait_until
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 120  # one pip or venv command

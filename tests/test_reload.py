@@ -33,7 +33,8 @@ import pytest
 
 import prefork.server
 from prefork.headers import Headers
-from tests.master_helpers import MasterProc, Masters, alive, get, wait_until
+from tests.helpers import wait_until
+from tests.master_helpers import MasterProc, Masters, alive, get
 
 RELOAD_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0

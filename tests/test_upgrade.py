@@ -11,7 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.master_helpers import Masters, get, wait_until
+from tests.helpers import wait_until
+from tests.master_helpers import Masters, get
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+"""Plain helpers shared by the tests: waiting on an observable condition with a deadline.
+
+Fixtures live in tests/conftest.py; starting and stopping a real master in
+tests/master_helpers.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+FIRST_PAUSE = 0.005  # seconds between the first two polls
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10,
+    what: str = "condition",
+    *,
+    interval: float = 0.02,
+) -> Any:
+    """Poll ``predicate`` until it returns something true, and return that.
+
+    The first polls come 5 ms apart, so that a change in this process (a server thread's
+    state) is seen at once; the pause then doubles up to ``interval``, so that a long wait on
+    another process (a log line, a pid, a request answered) does not keep a busy machine busier.
+    The predicate is polled once more at the deadline.
+
+    Args:
+        predicate: cheap, and safe to call any number of times.
+        timeout: seconds until the deadline.
+        what: what is waited for, named in the failure.
+        interval: the longest pause between two polls, in seconds.
+
+    Returns:
+        The predicate's first true result.
+
+    Raises:
+        AssertionError: the deadline passed with the predicate still false.
+    """
+    deadline = time.monotonic() + timeout
+    pause = min(FIRST_PAUSE, interval)
+    while not (result := predicate()):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, interval)
+    return result
