@@ -20,6 +20,7 @@ import pytest
 
 import prefork.server
 from prefork.headers import Headers
+from tests.helpers import read_response as read_response  # imported from here by some tests
 
 JOIN_TIMEOUT = 15
 
@@ -121,19 +122,6 @@ def serve() -> Iterator[Callable[..., Running]]:
     yield start
     for running in started:
         running.stop()
-
-
-def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    """Read until the peer closes (bounded by the socket's timeout and ``limit`` bytes)."""
-    parts = []
-    total = 0
-    while total < limit:
-        data = sock.recv(65536)
-        if not data:
-            break
-        parts.append(data)
-        total += len(data)
-    return b"".join(parts)
 
 
 def run_async(coro: Any, timeout: float = 20) -> Any:

@@ -1,4 +1,5 @@
-"""Plain helpers shared by the tests: waiting on an observable condition with a deadline.
+"""Plain helpers shared by the tests: reading from sockets, and waiting on an observable
+condition with a deadline.
 
 Fixtures live in tests/conftest.py; starting and stopping a real master in
 tests/master_helpers.py.
@@ -6,11 +7,25 @@ tests/master_helpers.py.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 FIRST_PAUSE = 0.005  # seconds between the first two polls
+
+
+def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    """Read until the peer closes (bounded by the socket's timeout and ``limit`` bytes)."""
+    parts = []
+    total = 0
+    while total < limit:
+        data = sock.recv(65536)
+        if not data:
+            break
+        parts.append(data)
+        total += len(data)
+    return b"".join(parts)
 
 
 def wait_until(

@@ -22,8 +22,7 @@ from typing import Any
 
 import psutil
 
-from tests.conftest import read_response
-from tests.helpers import wait_until
+from tests.helpers import read_response, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -81,9 +80,6 @@ def connect(address: Any, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-read_all = read_response  # read until the peer closes (tests/conftest.py)
-
-
 def raw_get(address: Any, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes, bytes]:
     """One ``GET`` on a new connection with ``Connection: close``, read to EOF.
 
@@ -93,7 +89,7 @@ def raw_get(address: Any, path: str = "/", timeout: float = 5.0) -> tuple[int, b
         sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode("ascii")
         )
-        data = read_all(sock)
+        data = read_response(sock)
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         raise ConnectionError(f"incomplete response: {data[:200]!r}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import read_response, wait_until
 from tests.master_helpers import (
     MasterProc,
     Masters,
@@ -29,7 +29,6 @@ from tests.master_helpers import (
     get,
     listening_ports,
     raw_get,
-    read_all,
     run_prefork,
 )
 
@@ -182,7 +181,7 @@ def test_connections_handed_to_a_dead_worker_go_to_another(start_master):
             with socket.create_connection(("127.0.0.1", master.port), timeout=10) as sock:
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 sent.set()
-                data = read_all(sock)
+                data = read_response(sock)
             head, _, body = data.partition(b"\r\n\r\n")
             result = (int(head.split(b" ", 2)[1]), pid_of(body))
         except BaseException as exc:

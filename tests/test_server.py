@@ -18,8 +18,8 @@ import pytest
 import prefork.server
 from prefork.headers import Headers
 
-from .conftest import hello, read_response, response_headers, run_async
-from .helpers import wait_until
+from .conftest import hello, response_headers, run_async
+from .helpers import read_response, wait_until
 
 
 async def noop(server, stream):

@@ -31,8 +31,8 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from prefork.protocol import tls
-from tests.conftest import Running, read_response, response_headers
-from tests.helpers import wait_until
+from tests.conftest import Running, response_headers
+from tests.helpers import read_response, wait_until
 
 CURL = shutil.which("curl")
 SETUP_TIMEOUT = 0.5  # connection_setup_timeout of the attack tests

@@ -29,7 +29,8 @@ from wsproto.events import CloseConnection, TextMessage
 from prefork import websocket
 from prefork.errors import StreamStateError
 from prefork.headers import Headers
-from tests.conftest import read_response, response_headers, run_async
+from tests.conftest import response_headers, run_async
+from tests.helpers import read_response
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 TIMEOUT = 10
