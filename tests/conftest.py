@@ -1,9 +1,15 @@
-"""Shared fixtures: real servers on 127.0.0.1 (port 0) run in a thread, stopped in teardown.
+"""Shared fixtures: real servers on 127.0.0.1 (port 0) run in a thread, stopped in teardown;
+real masters in their own session, killed by process group in teardown.
 
 ``serve(onstream, **options)`` starts ``prefork.server.listen(...)`` with ``server.loop()`` in a
 thread of its own and returns a :class:`Running` handle; teardown closes every server it
 started and joins its thread with a bound. ``Running.call(fn)`` runs ``fn`` on the server's
 loop thread (the server is not thread-safe, like any asyncio object).
+
+``start_master(app, *options, workers=2, ...)`` runs ``python -m prefork`` in its own session
+and returns a :class:`~tests.master_helpers.MasterProc`, by default once it serves (see
+:meth:`tests.master_helpers.Masters.start`); teardown SIGKILLs the process group of every master
+it started (its workers with it) and waits for the master.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +28,7 @@ import pytest
 import prefork.server
 from prefork.headers import Headers
 from tests.helpers import read_response as read_response  # imported from here by some tests
+from tests.master_helpers import MasterProc, Masters
 
 JOIN_TIMEOUT = 15
 
@@ -122,6 +130,12 @@ def serve() -> Iterator[Callable[..., Running]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def start_master(tmp_path: Path) -> Iterator[Callable[..., MasterProc]]:
+    with Masters(tmp_path) as masters:
+        yield masters.start
 
 
 def run_async(coro: Any, timeout: float = 20) -> Any:

@@ -1,6 +1,6 @@
 """Helpers for tests that run a real ``prefork`` master (``python -m prefork``) in its own session.
 
-``Masters(tmp_path).start(app, *options, ...) -> MasterProc`` (wrapped by each test file's
+``Masters(tmp_path).start(app, *options, ...) -> MasterProc`` (tests/conftest.py's
 ``start_master`` fixture) runs the master. Every process it started is SIGKILLed by process
 group (``os.killpg``) in teardown and waited for, so no test leaves a master or a worker behind.
 Readiness is polled with real requests within a bounded deadline; worker pids come from psutil
@@ -259,14 +259,8 @@ def group_members(pgid: int) -> list[int]:
 
 
 class Masters:
-    """Starts masters; ``close()`` SIGKILLs each one's process group. Test files wrap it in a
-    ``start_master`` fixture::
-
-        @pytest.fixture
-        def start_master(tmp_path):
-            with Masters(tmp_path) as masters:
-                yield masters.start
-    """
+    """Starts masters; ``close()`` SIGKILLs each one's process group and waits for it. Tests
+    use it through tests/conftest.py's ``start_master`` fixture (``masters.start``)."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -298,10 +292,12 @@ class Masters:
         ``address`` None: a free port on 127.0.0.1; a str: a unix socket path; False: no
         ``--bind`` (the options or the environment choose). ``wait``: return once a request is
         answered and ``workers`` (if not None) workers are ready. ``argv`` replaces the whole
-        command line; ``popen`` goes to ``subprocess.Popen`` (e.g. ``pass_fds``).
+        command line; ``popen`` goes to ``subprocess.Popen`` (e.g. ``pass_fds``, or ``cwd``
+        instead of the checkout).
         """
         n = len(self.started)
         out, err = self.tmp_path / f"master{n}.out", self.tmp_path / f"master{n}.err"
+        popen.setdefault("cwd", REPO)
         if argv is None:
             argv = [sys.executable, "-m", "prefork"]
             if address is None:
@@ -323,7 +319,6 @@ class Masters:
                 stdin=subprocess.DEVNULL,
                 stdout=fout,
                 stderr=ferr,
-                cwd=REPO,
                 env=env or clean_env(),
                 start_new_session=True,
                 **popen,

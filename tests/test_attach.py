@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_until
-from tests.master_helpers import REPO, Masters, clean_env, get
+from tests.master_helpers import REPO, clean_env, get
 
 EMBEDDED = str(Path(REPO) / "examples" / "embedded_worker.py")
-
-
-@pytest.fixture
-def start_master(tmp_path):
-    with Masters(tmp_path) as masters:
-        yield masters.start
 
 
 @pytest.fixture

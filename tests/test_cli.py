@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,6 @@ import pytest
 import prefork
 from tests.helpers import wait_until
 from tests.master_helpers import (
-    MasterProc,
-    Masters,
     app,
     clean_env,
     free_port,
@@ -30,13 +28,6 @@ from tests.master_helpers import (
     raw_get,
     run_prefork,
 )
-
-
-@pytest.fixture
-def start_master(tmp_path: Path) -> Iterator[Callable[..., MasterProc]]:
-    with Masters(tmp_path) as masters:
-        yield masters.start
-
 
 CURL = shutil.which("curl")
 

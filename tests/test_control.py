@@ -16,13 +16,7 @@ import pytest
 
 from prefork.process import control
 from tests.helpers import wait_until
-from tests.master_helpers import REPO, Masters, clean_env, get
-
-
-@pytest.fixture
-def start_master(tmp_path):
-    with Masters(tmp_path) as masters:
-        yield masters.start
+from tests.master_helpers import REPO, clean_env, get
 
 
 def ctl(path: str, *words: str, **popen) -> subprocess.CompletedProcess[str]:

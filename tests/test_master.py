@@ -13,16 +13,11 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psutil
-import pytest
 
 from tests.helpers import read_response, wait_until
 from tests.master_helpers import (
-    MasterProc,
-    Masters,
     alive,
     app,
     free_port,
@@ -31,12 +26,6 @@ from tests.master_helpers import (
     raw_get,
     run_prefork,
 )
-
-
-@pytest.fixture
-def start_master(tmp_path: Path) -> Iterator[Callable[..., MasterProc]]:
-    with Masters(tmp_path) as masters:
-        yield masters.start
 
 
 def pid_of(body: bytes) -> int:

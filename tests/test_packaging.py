@@ -11,7 +11,6 @@ by TERM (it must exit 0), and its process group is SIGKILLed in teardown whateve
 
 from __future__ import annotations
 
-import contextlib
 import email.parser
 import http.client
 import os
@@ -21,7 +20,7 @@ import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pytest
 
 import prefork
 from tests.helpers import wait_until
+from tests.master_helpers import MasterProc
 
 REPO = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 120  # one pip or venv command
@@ -133,20 +133,8 @@ def rundir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def started(rundir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes started in their own session; each group is SIGKILLed in teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-
-
 def test_wheel_installs_into_fresh_venv_and_serves(
-    venv: Path, rundir: Path, started: list[subprocess.Popen[bytes]]
+    venv: Path, rundir: Path, start_master: Callable[..., MasterProc]
 ) -> None:
     installed = run(
         [venv / "bin" / "python", "-c", "import prefork; print(prefork.__file__)"],
@@ -155,26 +143,13 @@ def test_wheel_installs_into_fresh_venv_and_serves(
     ).strip()
     assert Path(installed).is_relative_to(venv), installed
 
-    log = rundir / "prefork.err"
     app = f"{REPO / 'examples' / 'hello.py'}:reply"
     argv = [str(venv / "bin" / "prefork"), "--bind", "127.0.0.1:0", "--workers", "1", app]
-    with open(rundir / "prefork.out", "wb") as out, open(log, "wb") as err:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            cwd=rundir,
-            env=fresh_env(),
-            start_new_session=True,
-        )
-    started.append(proc)
+    master = start_master(argv=argv, cwd=rundir, env=fresh_env(), wait=False)
 
     def check(pattern: str) -> re.Match[str] | None:
-        code = proc.poll()
-        text = log.read_text(errors="replace")
-        assert code is None, f"prefork exited with {code}:\n{text[-3000:]}"
-        return re.search(pattern, text)
+        master.check_running()  # an AssertionError with the tail of its stderr if it exited
+        return re.search(pattern, master.stderr())
 
     port = int(wait_until(lambda: check(r"serving 127\.0\.0\.1:(\d+)"), 30, "the bind").group(1))
     wait_until(lambda: check(r"worker \d+ ready"), 30, "a ready worker")
@@ -190,10 +165,7 @@ def test_wheel_installs_into_fresh_venv_and_serves(
     assert resp.getheader("content-type") == "text/plain"
     assert body == b"Hello world!\n"
 
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(20)
-    except subprocess.TimeoutExpired:
-        pytest.fail("prefork did not stop within 20 s of TERM")
-    assert code == 0, log.read_text(errors="replace")[-3000:]
-    assert '"GET /packaging HTTP/1.1"' in (rundir / "prefork.out").read_text()
+    master.signal(signal.SIGTERM)
+    code = master.wait(20)  # an AssertionError if it did not stop within 20 s of TERM
+    assert code == 0, master.stderr()[-3000:]
+    assert '"GET /packaging HTTP/1.1"' in master.out.read_text()

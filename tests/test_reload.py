@@ -25,7 +25,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -34,16 +33,10 @@ import pytest
 import prefork.server
 from prefork.headers import Headers
 from tests.helpers import wait_until
-from tests.master_helpers import MasterProc, Masters, alive, get
+from tests.master_helpers import MasterProc, alive, get
 
 RELOAD_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0
-
-
-@pytest.fixture
-def start_master(tmp_path: Path) -> Iterator[Callable[..., MasterProc]]:
-    with Masters(tmp_path) as masters:
-        yield masters.start
 
 
 # -- the load client -------------------------------------------------------------------------------

@@ -9,16 +9,9 @@ import threading
 from pathlib import Path
 
 import psutil
-import pytest
 
 from tests.helpers import wait_until
-from tests.master_helpers import Masters, get
-
-
-@pytest.fixture
-def start_master(tmp_path):
-    with Masters(tmp_path) as masters:
-        yield masters.start
+from tests.master_helpers import get
 
 
 class Load:
