@@ -55,6 +55,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def pid_of(body: bytes) -> int:
+    """The pid in a body of tests/apps/pid.py (``"<pid> <count>"``)."""
+    return int(body.split()[0])
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie has exited: it only waits to be reaped)."""
     try:

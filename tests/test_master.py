@@ -23,14 +23,10 @@ from tests.master_helpers import (
     free_port,
     get,
     listening_ports,
+    pid_of,
     raw_get,
     run_prefork,
 )
-
-
-def pid_of(body: bytes) -> int:
-    return int(body.split()[0])
-
 
 # -- serving --------------------------------------------------------------------------------------
 

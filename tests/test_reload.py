@@ -33,7 +33,7 @@ import pytest
 import prefork.server
 from prefork.headers import Headers
 from tests.helpers import wait_until
-from tests.master_helpers import MasterProc, alive, get
+from tests.master_helpers import MasterProc, alive, get, pid_of
 
 RELOAD_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0
@@ -311,11 +311,6 @@ def deploy(path: Path, version: str, prelude: str = "") -> None:
 
 def version_of(body: bytes) -> str:
     return body.split()[0].decode()
-
-
-def pid_of(body: bytes) -> int:
-    """The pid in a body of tests/apps/pid.py ("<pid> <count>")."""
-    return int(body.split()[0])
 
 
 def wait_log(master: MasterProc, text: str, timeout: float = RELOAD_TIMEOUT) -> None:
