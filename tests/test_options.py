@@ -52,5 +52,9 @@ def test_cli_exposes_every_server_limit():
         "connection_setup_timeout",
         "intra_stream_timeout",
         "backlog",
+        "h2_max_concurrent_streams",
+        "h2_initial_window_size",
+        "h2_max_frame_size",
+        "h2_max_header_list_size",
     ):
         assert "--" + name.replace("_", "-") in help_text
