@@ -87,12 +87,11 @@ class Setting:
         """The default when neither the command line nor the config file sets it."""
         return self.default if self.command_default is _SAME else self.command_default
 
-    def show_default(self, value: Any = _SAME) -> str:
-        """The default (or ``value``) as the command line would spell it."""
-        value = self.for_command if value is _SAME else value
-        if self.shown is not None and value == self.for_command:
+    def show_default(self) -> str:
+        """The command's default as the command line would spell it (or in words)."""
+        if self.shown is not None:
             return self.shown
-        return "none" if value is None else self.kind.show(value)
+        return "none" if self.for_command is None else self.kind.show(self.for_command)
 
     def check(self, value: Any, label: str | None = None) -> Any:
         """A keyword argument of ``new()``/``listen()``; ``None`` is the default, if that is."""
