@@ -26,7 +26,6 @@ from prefork.protocol.websocket import (
     MAX_MESSAGE_SIZE,
     BrokenAfterClose,
     Closed,
-    Closing,
     ConnectionClosed,
     Failed,
     HandshakeError,
@@ -156,12 +155,11 @@ class _Channel(asyncio.Protocol):
                     future = self.pings.pop(payload, None)
                     if future is not None and not future.done():
                         future.set_result(True)
-            elif isinstance(event, Closing | Failed):
+            elif isinstance(event, Failed):  # a broken frame or 1009: input is dropped now
                 self._wake()
-                self.transport.resume_reading()  # a full queue must not hide the peer's Close
+                self.transport.resume_reading()  # a full queue must not hide the peer's end
                 self._arm()
-                if isinstance(event, Failed):
-                    self.transport.write_eof()
+                self.transport.write_eof()
             elif isinstance(event, Closed):
                 self._wake()
                 self.transport.close()  # RFC 6455 section 7.1.1: the server closes TCP first

@@ -1,5 +1,5 @@
-"""Plain helpers shared by the tests: reading from sockets, and waiting on an observable
-condition with a deadline.
+"""Plain helpers shared by the tests: reading from sockets, running curl, and waiting on an
+observable condition with a deadline.
 
 Fixtures live in tests/conftest.py; starting and stopping a real master in
 tests/master_helpers.py.
@@ -7,12 +7,18 @@ tests/master_helpers.py.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 FIRST_PAUSE = 0.005  # seconds between the first two polls
+CURL = shutil.which("curl")
+need_curl = pytest.mark.skipif(CURL is None, reason="curl not installed")
 
 
 def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:
@@ -26,6 +32,17 @@ def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:
         parts.append(data)
         total += len(data)
     return b"".join(parts)
+
+
+def curl(*args: str, max_time: float = 10) -> subprocess.CompletedProcess[bytes]:
+    """Run ``curl -sS --noproxy '*' --max-time MAX_TIME ARGS`` to completion.
+
+    The proxy environment is ignored (the servers are local), and the run is killed 5 s after
+    curl's own ``--max-time`` should have ended it. The caller checks the return code.
+    """
+    assert CURL is not None
+    argv = [CURL, "-sS", "--noproxy", "*", "--max-time", str(max_time), *args]
+    return subprocess.run(argv, capture_output=True, timeout=max_time + 5, check=False)
 
 
 def wait_until(

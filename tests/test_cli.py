@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import prefork
-from tests.helpers import wait_until
+from tests.helpers import CURL, curl, wait_until
 from tests.master_helpers import (
     app,
     clean_env,
@@ -28,8 +28,6 @@ from tests.master_helpers import (
     raw_get,
     run_prefork,
 )
-
-CURL = shutil.which("curl")
 
 
 @pytest.fixture
@@ -209,11 +207,7 @@ def test_unix_socket_bind(start_master, short_tmp):
     status, body, _ = raw_get(str(path))
     assert (status, body) == (200, b"hello\n")
     if CURL is not None:
-        out = subprocess.run(
-            [CURL, "-sS", "--max-time", "5", "--unix-socket", str(path), "http://x/"],
-            capture_output=True,
-            timeout=10,
-        )
+        out = curl("--unix-socket", str(path), "http://x/", max_time=5)
         assert out.returncode == 0, out.stderr
         assert out.stdout == b"hello\n"
     master.signal(signal.SIGTERM)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
-import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -24,10 +22,9 @@ import httpx
 import pytest
 
 from tests.conftest import Running, hello, response_headers
+from tests.helpers import curl, need_curl
 
 TIMEOUT = 5.0
-CURL = shutil.which("curl")
-need_curl = pytest.mark.skipif(CURL is None, reason="curl not installed")
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -282,16 +279,6 @@ def test_httpx_large_upload_round_trips(serve, framing: str) -> None:
 
 
 # -- curl -----------------------------------------------------------------------------------------
-
-
-def curl(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[bytes]:
-    assert CURL is not None
-    return subprocess.run(
-        [CURL, "-sS", "--noproxy", "*", "--max-time", "8", *args],
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @need_curl

@@ -33,12 +33,10 @@ from prefork.headers import Headers
 from prefork.protocol import http2 as proto
 from prefork.protocol import tls
 from tests.conftest import Running, hello, response_headers
-from tests.helpers import wait_until
+from tests.helpers import curl, need_curl, wait_until
 
 TIMEOUT = 10.0
-CURL = shutil.which("curl")
 NGHTTP = shutil.which("nghttp")
-need_curl = pytest.mark.skipif(CURL is None, reason="curl not installed")
 need_nghttp = pytest.mark.skipif(NGHTTP is None, reason="nghttp not installed")
 REQUEST = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")]
 
@@ -75,13 +73,6 @@ def h2_context() -> Any:
 def prior_knowledge(running: Running) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=running.url, http1=False, http2=True, timeout=TIMEOUT) as client:
         yield client
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    assert CURL is not None
-    return subprocess.run(
-        [CURL, "-sS", "--max-time", "10", *args], capture_output=True, timeout=15, check=False
-    )
 
 
 class Raw:

@@ -28,9 +28,9 @@ from wsproto.handshake import H11Handshake
 
 from prefork.headers import Headers
 from prefork.protocol.websocket import (
+    INFLATE_STEP,
     BrokenAfterClose,
     Closed,
-    Closing,
     ConnectionClosed,
     Failed,
     HandshakeError,
@@ -206,7 +206,7 @@ def test_the_size_limit_counts_whole_messages_and_characters() -> None:
     parts = [TextMessage(data="abc", message_finished=False), TextMessage(data="def")]
     assert pair.to_server(*parts) == [Message("abcdef")]  # the count starts again
     over = [TextMessage(data="abcd", message_finished=False), TextMessage(data="efg")]
-    assert pair.to_server(*over) == [Closing(1009, "message over 6 bytes")]
+    assert pair.to_server(*over) == [Failed(1009, "message over 6 bytes")]
     assert pair.to_server(TextMessage(data="late")) == []  # behind our Close: dropped
     assert pair.to_client() == [CloseConnection(code=1009, reason="message over 6 bytes")]
     assert pair.server.closed == (1009, "message over 6 bytes")
@@ -227,8 +227,39 @@ def test_a_compression_bomb_is_inflated_in_slices() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert events == [Closing(1009, f"message over {2**20} bytes")]
+    assert events == [Failed(1009, f"message over {2**20} bytes")]
     assert peak < 24 * 2**20  # about 12 MiB in slices, whatever the bomb; 96 MiB in one go
+
+
+class CountingDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, counting the bytes it inflates."""
+
+    inflated = 0
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> Any:
+        out = super().frame_inbound_payload_data(proto, data)
+        if isinstance(out, bytes | bytearray):
+            self.inflated += len(out)
+        return out
+
+
+@pytest.mark.parametrize("fragments", [1, 8])
+def test_inflating_stops_once_a_message_passes_the_limit(fragments: int) -> None:
+    limit = 2**20
+    pair = Pair(deflate=True, max_message_size=limit)
+    counting = CountingDeflate()
+    assert pair.agreed.extensions is not None and counting.accept(pair.agreed.extensions)
+    pair.server = WebSocketProtocol([counting], limit)
+    piece = bytes(32 * 2**20 // fragments)  # 32 MiB of zeros in all: about 32 KiB deflated
+    wire = b"".join(
+        pair.client.send(BytesMessage(data=piece, message_finished=i == fragments - 1))
+        for i in range(fragments)
+    )
+    events = pair.server.receive_data(wire + pair.client.send(CloseConnection(code=1000)))
+    assert events == [Failed(1009, f"message over {limit} bytes")]
+    # At most one slice (4 KiB, deflate inflates about 1032 times) past the limit; the rest of
+    # the message, and the peer's Close behind it, are not inflated: input is dropped.
+    assert counting.inflated <= limit + 1032 * INFLATE_STEP
 
 
 # -- control frames and closing -------------------------------------------------------------------

@@ -14,10 +14,8 @@ import hashlib
 import http.client
 import ipaddress
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 import warnings
 from collections.abc import Iterator
@@ -32,9 +30,8 @@ from OpenSSL import SSL
 
 from prefork.protocol import tls
 from tests.conftest import Running, response_headers
-from tests.helpers import read_response, wait_until
+from tests.helpers import curl, need_curl, read_response, wait_until
 
-CURL = shutil.which("curl")
 SETUP_TIMEOUT = 0.5  # connection_setup_timeout of the attack tests
 
 
@@ -401,19 +398,12 @@ def test_tls_1_1_client_is_refused(serve) -> None:
     assert errors == []
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+@need_curl
 @pytest.mark.parametrize("mode", [True, None], ids=["tls", "sniff"])
 def test_curl_https_http11(serve, mode: bool | None) -> None:
-    assert CURL is not None
     running = serve(make_echo([]), tls=mode)
     url = f"https://{running.host}:{running.port}"
-    out = subprocess.run(
-        [CURL, "-vsSk", "--noproxy", "*", "--max-time", "8", "--http1.1",
-         "--data-binary", "curl body", f"{url}/a", f"{url}/b"],
-        capture_output=True,
-        timeout=15,
-        check=False,
-    )  # fmt: skip
+    out = curl("-vk", "--http1.1", "--data-binary", "curl body", f"{url}/a", f"{url}/b", max_time=8)
     assert out.returncode == 0, out.stderr
     replies = out.stdout.split(b"\n{")
     assert len(replies) == 2 and out.stdout.count(b'"scheme": "https"') == 2, out.stdout

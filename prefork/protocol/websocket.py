@@ -7,10 +7,10 @@ section 4.2.1) and :func:`check_connect` (HTTP/2 extended CONNECT, RFC 8441) che
 
 :class:`WebSocketProtocol` is wsproto's ``Connection`` for a server, bytes in, events out, as
 in h2: feed what was read to ``receive_data``, write ``data_to_send()``, then act on the events
-(a :class:`Message`, a :class:`Pong`; :class:`Closing`, :class:`Failed`, :class:`Closed` and
+(a :class:`Message`, a :class:`Pong`; :class:`Failed`, :class:`Closed` and
 :class:`BrokenAfterClose` say what to do with the connection). It joins fragments, bounds a
-message's size (inflating in slices), answers Pings and the peer's Close, and keeps the close
-code. The caller owns the connection and the closing deadline.
+message's size (inflating in slices, and no further once over the limit), answers Pings and
+the peer's Close, and keeps the close code. The caller owns the connection and the closing deadline.
 """
 
 from __future__ import annotations
@@ -209,19 +209,11 @@ class Pong:
 
 
 @dataclass(frozen=True)
-class Closing:
-    """We sent a Close (a message over the limit: 1009, section 7.4.1): keep reading for the
-    peer's and start the closing deadline."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class Failed:
-    """A broken frame (section 7.1.7): our Close is queued and later input is dropped. Send
-    it, end the sending side and wait for the peer's end (up to the deadline): closing with
-    unread input could reset the connection and lose the Close."""
+    """A broken frame (section 7.1.7) or a message over the limit (1009, section 7.4.1): our
+    Close is queued and later input is dropped, unparsed and not inflated. Send it, end the
+    sending side and wait for the peer's end (up to the deadline): closing with unread input
+    could reset the connection and lose the Close."""
 
     code: int
     reason: str
@@ -242,7 +234,7 @@ class BrokenAfterClose:
     """A broken frame after our Close: no answer can come; drop the connection."""
 
 
-WebSocketEvent = Message | Pong | Closing | Failed | Closed | BrokenAfterClose
+WebSocketEvent = Message | Pong | Failed | Closed | BrokenAfterClose
 
 
 class WebSocketProtocol:
@@ -340,7 +332,7 @@ class WebSocketProtocol:
         if self._ws.state not in (_OPEN, _LOCAL_CLOSING) or self._failed:
             return
         self._ws.receive_data(data)
-        for event in self._ws.events():
+        for event in self._ws.events():  # parsed (and inflated) one frame at a time
             if isinstance(event, WsprotoMessage):
                 self._on_message(event)
             elif isinstance(event, Ping) and self._ws.state is _OPEN:
@@ -349,6 +341,8 @@ class WebSocketProtocol:
                 self._on_pong(event.payload)
             elif isinstance(event, CloseConnection):
                 self._on_close(event)
+            if self._failed:
+                break  # the rest of this slice is not even inflated
 
     def _on_message(self, event: WsprotoMessage) -> None:
         if self._ws.state is not _OPEN:
@@ -356,15 +350,20 @@ class WebSocketProtocol:
         self._parts.append(event.data)
         self._size += len(event.data)
         if self._size > self.max_message_size:  # RFC 6455 section 7.4.1: 1009, message too big
+            # Fail (as websockets does): reading on for the peer's Close would inflate the
+            # rest of the message, however large, to find it.
             self._parts.clear()
-            reason = f"message over {self.max_message_size} bytes"
-            self.close(1009, reason)
-            self._events.append(Closing(1009, reason))
+            self._fail(1009, f"message over {self.max_message_size} bytes")
             return
         if event.message_finished:
             parts, self._parts, self._size = self._parts, [], 0
             text = isinstance(event, TextMessage)
             self._events.append(Message("".join(parts) if text else b"".join(parts)))
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.close(code, reason)
+        self._failed = True
+        self._events.append(Failed(code, reason))
 
     def _on_pong(self, payload: bytes) -> None:
         # A Pong may answer only the latest of several Pings (5.5.3): settle the earlier too.
@@ -378,9 +377,7 @@ class WebSocketProtocol:
     def _on_close(self, event: CloseConnection) -> None:
         state, code, reason = self._ws.state, event.code, event.reason or ""
         if state is _OPEN:  # a broken frame (wsproto's Close event): fail (section 7.1.7)
-            self.close(code, reason)
-            self._failed = True
-            self._events.append(Failed(code, reason))
+            self._fail(code, reason)
         elif state is _LOCAL_CLOSING:  # garbage behind our own Close
             self._events.append(BrokenAfterClose())
         else:  # the peer's Close, echoed (5.5.1), or both Close frames seen (7.1.2), or EOF
