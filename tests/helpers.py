@@ -1,5 +1,5 @@
-"""Plain helpers shared by the tests: reading from sockets, running curl, and waiting on an
-observable condition with a deadline.
+"""Plain helpers shared by the tests: an echo handler, reading from sockets, running curl, and
+waiting on an observable condition with a deadline.
 
 Fixtures live in tests/conftest.py; starting and stopping a real master in
 tests/master_helpers.py.
@@ -16,9 +16,44 @@ from typing import Any
 
 import pytest
 
+from prefork.headers import Headers
+
 FIRST_PAUSE = 0.005  # seconds between the first two polls
 CURL = shutil.which("curl")
 need_curl = pytest.mark.skipif(CURL is None, reason="curl not installed")
+
+
+async def echo(server: Any, stream: Any) -> None:
+    """Answer with the request body and, in x- headers, what the server saw of the request.
+
+    ``x-method``, ``x-path``, ``x-scheme``, ``x-authority`` (``-`` when absent) from the
+    request's pseudo-fields; ``x-peer-version`` (the stream's) and ``x-version`` (the
+    connection's); ``x-tls`` (``yes``/``no``); ``x-request-te`` and ``x-request-cl``, the request's
+    transfer-encoding and content-length (``-`` when absent); ``x-peer``, the connection's peer
+    as ``host:port`` or ``unix``.
+    """
+    headers = await stream.get_headers()
+    body = await stream.get_body_as_string()
+    peer = stream.connection.peername()  # the connection's (a stream's own is tested apart)
+    h = Headers()
+    for name, value in [
+        (":status", "200"),
+        ("content-type", "application/octet-stream"),
+        ("content-length", str(len(body))),
+        ("x-method", headers.get(":method")),
+        ("x-path", headers.get(":path")),
+        ("x-scheme", headers.get(":scheme")),
+        ("x-authority", headers.get(":authority") or "-"),
+        ("x-peer-version", str(stream.peer_version)),
+        ("x-version", str(stream.connection.version)),
+        ("x-tls", "yes" if stream.checktls() is not None else "no"),
+        ("x-request-te", headers.get("transfer-encoding") or "-"),
+        ("x-request-cl", headers.get("content-length") or "-"),
+        ("x-peer", f"{peer[1]}:{peer[2]}" if len(peer) == 3 else "unix"),
+    ]:
+        h.append(name, value)
+    await stream.write_headers(h, False)
+    await stream.write_chunk(body, True)
 
 
 def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:

@@ -22,29 +22,9 @@ import httpx
 import pytest
 
 from tests.conftest import Running, hello, response_headers
-from tests.helpers import curl, need_curl
+from tests.helpers import curl, echo, need_curl
 
 TIMEOUT = 5.0
-
-
-# -- handlers ---------------------------------------------------------------------------------
-
-
-async def echo(server: Any, stream: Any) -> None:
-    """Answer with the request body and, in x- headers, what the server saw of the request."""
-    headers = await stream.get_headers()
-    body = await stream.get_body_as_string()
-    h = response_headers("200", content_type="application/octet-stream")
-    h.append("content-length", str(len(body)))
-    h.append("x-method", headers.get(":method"))
-    h.append("x-path", headers.get(":path"))
-    h.append("x-peer-version", str(stream.peer_version))
-    h.append("x-request-te", headers.get("transfer-encoding") or "-")
-    h.append("x-request-cl", headers.get("content-length") or "-")
-    peer = stream.connection.peername()  # the connection's; the stream's own is tested below
-    h.append("x-peer", f"{peer[1]}:{peer[2]}" if len(peer) == 3 else "unix")
-    await stream.write_headers(h, False)
-    await stream.write_chunk(body, True)
 
 
 # -- a small raw HTTP/1.1 response reader -------------------------------------------------------

@@ -33,32 +33,12 @@ from prefork.headers import Headers
 from prefork.protocol import http2 as proto
 from prefork.protocol import tls
 from tests.conftest import Running, hello, response_headers
-from tests.helpers import curl, need_curl, wait_until
+from tests.helpers import curl, echo, need_curl, wait_until
 
 TIMEOUT = 10.0
 NGHTTP = shutil.which("nghttp")
 need_nghttp = pytest.mark.skipif(NGHTTP is None, reason="nghttp not installed")
 REQUEST = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")]
-
-
-# -- handlers --------------------------------------------------------------------------------
-
-
-async def echo(server: Any, stream: Any) -> None:
-    """The request body back, with what the server saw in x- headers."""
-    headers = await stream.get_headers()
-    body = await stream.get_body_as_string()
-    h = response_headers("200", content_type="application/octet-stream")
-    h.append("content-length", str(len(body)))
-    h.append("x-method", headers.get(":method"))
-    h.append("x-path", headers.get(":path"))
-    h.append("x-scheme", headers.get(":scheme"))
-    h.append("x-authority", headers.get(":authority") or "-")
-    h.append("x-peer-version", str(stream.peer_version))
-    h.append("x-version", str(stream.connection.version))
-    h.append("x-tls", "yes" if stream.checktls() is not None else "no")
-    await stream.write_headers(h, False)
-    await stream.write_chunk(body, True)
 
 
 # -- clients ---------------------------------------------------------------------------------
