@@ -1,5 +1,5 @@
-"""Plain helpers shared by the tests: an echo handler, reading from sockets, running curl, and
-waiting on an observable condition with a deadline.
+"""Plain helpers shared by the tests: echo handlers (HTTP and WebSocket), reading from sockets,
+running curl, and waiting on an observable condition with a deadline.
 
 Fixtures live in tests/conftest.py; starting and stopping a real master in
 tests/master_helpers.py.
@@ -7,6 +7,7 @@ tests/master_helpers.py.
 
 from __future__ import annotations
 
+import queue
 import shutil
 import socket
 import subprocess
@@ -16,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from prefork import websocket
 from prefork.headers import Headers
 
 FIRST_PAUSE = 0.005  # seconds between the first two polls
+WS_TIMEOUT = 10  # seconds for the WebSocket echo's own ping
 CURL = shutil.which("curl")
 need_curl = pytest.mark.skipif(CURL is None, reason="curl not installed")
 
@@ -54,6 +57,54 @@ async def echo(server: Any, stream: Any) -> None:
         h.append(name, value)
     await stream.write_headers(h, False)
     await stream.write_chunk(body, True)
+
+
+async def plain_page(stream: Any) -> None:
+    """Answer 200 ``plain\\n`` (what the WebSocket handlers serve where they do not upgrade)."""
+    body = b"plain\n"
+    h = Headers()
+    h.append(":status", "200")
+    h.append("content-length", str(len(body)))
+    await stream.write_headers(h, False)
+    await stream.write_chunk(body, True)
+
+
+def websocket_echo(
+    seen: queue.Queue, protocols: tuple[str, ...] = (), extra: Headers | None = None, **options: Any
+) -> Any:
+    """A handler: an echo WebSocket for every CONNECT and for ``/ws``; 200 "plain" elsewhere.
+
+    It accepts with ``protocols`` and the ``extra`` response fields (``options`` go to
+    ``websocket.new_from_stream``) and reports into ``seen``: ``("refused", status)``, or
+    ``("accepted", protocol, extensions)`` then ``("closed", code, reason)``. The message
+    ``server-ping`` makes it ping (and answer ``pong received``), ``server-close`` close with
+    4001 "done"; anything else comes back.
+    """
+
+    async def onstream(server: Any, stream: Any) -> None:
+        req = await stream.get_headers()
+        if req.get(":method") != "CONNECT" and req.get(":path") != "/ws":
+            await plain_page(stream)
+            return
+        try:
+            ws = await websocket.new_from_stream(stream, req, **options)
+        except websocket.HandshakeError as exc:
+            seen.put(("refused", exc.status))
+            return
+        async with ws:
+            await ws.accept(protocols=list(protocols), headers=extra)
+            seen.put(("accepted", ws.protocol, ws.extensions))
+            async for message in ws:
+                if message == "server-ping":
+                    await ws.ping(b"abc", timeout=WS_TIMEOUT)
+                    message = "pong received"
+                elif message == "server-close":
+                    await ws.close(4001, "done")
+                    break
+                await ws.send(message)
+        seen.put(("closed", ws.close_code, ws.close_reason))
+
+    return onstream
 
 
 def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:

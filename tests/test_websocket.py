@@ -29,8 +29,8 @@ from wsproto.events import CloseConnection, TextMessage
 from prefork import websocket
 from prefork.errors import StreamStateError
 from prefork.headers import Headers
-from tests.conftest import response_headers, run_async
-from tests.helpers import read_response
+from tests.conftest import run_async
+from tests.helpers import plain_page, read_response, websocket_echo
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 TIMEOUT = 10
@@ -52,47 +52,10 @@ def handshake(path: str = "/ws", **fields: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def plain_page(stream: Any) -> None:
-    body = b"plain\n"
-    await stream.write_headers(response_headers(content_length=str(len(body))), False)
-    await stream.write_chunk(body, True)
-
-
-def make_server(
-    seen: queue.Queue, protocols: tuple[str, ...] = (), extra: Headers | None = None, **options: Any
-) -> Any:
-    """An echo handler on /ws (reports how it ended into ``seen``); 200 "plain" elsewhere."""
-
-    async def onstream(server: Any, stream: Any) -> None:
-        req = await stream.get_headers()
-        if req.get(":path") != "/ws":
-            await plain_page(stream)
-            return
-        try:
-            ws = await websocket.new_from_stream(stream, req, **options)
-        except websocket.HandshakeError as exc:
-            seen.put(("refused", exc.status))
-            return
-        async with ws:
-            await ws.accept(protocols=list(protocols), headers=extra)
-            seen.put(("accepted", ws.protocol, ws.extensions))
-            async for message in ws:
-                if message == "server-ping":
-                    await ws.ping(b"abc", timeout=TIMEOUT)
-                    message = "pong received"
-                elif message == "server-close":
-                    await ws.close(4001, "done")
-                    break
-                await ws.send(message)
-        seen.put(("closed", ws.close_code, ws.close_reason))
-
-    return onstream
-
-
 def echo_server(serve: Any, protocols: tuple[str, ...] = (), **options: Any) -> tuple[Any, Any]:
     seen: queue.Queue = queue.Queue()
     extra = Headers([("set-cookie", "session=1"), (":status", "200")])  # pseudo: ignored
-    running = serve(make_server(seen, protocols, extra, **options))
+    running = serve(websocket_echo(seen, protocols, extra, **options))
     return running, seen
 
 
@@ -376,7 +339,7 @@ def test_send_waits_while_the_client_does_not_read(serve) -> None:
 def test_over_tls(serve) -> None:
     """wss:// works: the TLS connection's transport is handed over, not its socket."""
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen), tls=True)
+    running = serve(websocket_echo(seen), tls=True)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -537,7 +500,7 @@ def test_an_unmasked_client_frame_is_a_protocol_error(serve) -> None:
 def test_over_a_unix_socket(serve, tmp_path: Path) -> None:
     seen: queue.Queue = queue.Queue()
     path = str(tmp_path / "ws.sock")
-    serve(make_server(seen), path=path)
+    serve(websocket_echo(seen), path=path)
 
     async def client() -> Any:
         async with unix_connect(path, "ws://localhost/ws") as c:

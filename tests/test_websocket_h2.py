@@ -25,39 +25,10 @@ from wsproto.extensions import PerMessageDeflate
 
 from prefork import websocket
 from tests.conftest import Running
+from tests.helpers import websocket_echo
 from tests.test_http2 import Raw, h2_context
-from tests.test_websocket import plain_page
 
 TIMEOUT = 10
-
-
-def make_server(seen: queue.Queue, protocols: tuple[str, ...] = ()) -> Any:
-    """An echo WebSocket for every CONNECT and for /ws; 200 "plain" for anything else."""
-
-    async def onstream(server: Any, stream: Any) -> None:
-        req = await stream.get_headers()
-        if req.get(":method") != "CONNECT" and req.get(":path") != "/ws":
-            await plain_page(stream)
-            return
-        try:
-            ws = await websocket.new_from_stream(stream, req)
-        except websocket.HandshakeError as exc:
-            seen.put(("refused", exc.status))
-            return
-        async with ws:
-            await ws.accept(protocols=list(protocols))
-            seen.put(("accepted", ws.protocol, ws.extensions))
-            async for message in ws:
-                if message == "server-ping":
-                    await ws.ping(b"abc", timeout=TIMEOUT)
-                    message = "pong received"
-                elif message == "server-close":
-                    await ws.close(4001, "done")
-                    break
-                await ws.send(message)
-        seen.put(("closed", ws.close_code, ws.close_reason))
-
-    return onstream
 
 
 class Client(Raw):
@@ -153,7 +124,7 @@ def client():
 
 
 def test_connect_protocol_is_advertised(serve, client) -> None:
-    running = serve(make_server(queue.Queue()))
+    running = serve(websocket_echo(queue.Queue()))
     c = client(running)
     c.wait(lambda es: any(isinstance(e, ev.RemoteSettingsChanged) for e in es), "SETTINGS")
     changed = next(e for e in c.events if isinstance(e, ev.RemoteSettingsChanged))
@@ -163,7 +134,7 @@ def test_connect_protocol_is_advertised(serve, client) -> None:
 
 def test_echo_text_binary_subprotocol_and_client_close(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen, protocols=("chat", "superchat")))
+    running = serve(websocket_echo(seen, protocols=("chat", "superchat")))
     c = client(running)
     sid, head = c.open_ws(sec_websocket_protocol="other, superchat, chat")
     assert head["sec-websocket-protocol"] == "superchat"
@@ -187,7 +158,7 @@ def test_echo_text_binary_subprotocol_and_client_close(serve, client) -> None:
 
 def test_server_close_and_pings_both_ways(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen))
+    running = serve(websocket_echo(seen))
     c = client(running)
     sid, head = c.open_ws()
     assert "sec-websocket-protocol" not in head
@@ -211,7 +182,7 @@ def test_server_close_and_pings_both_ways(serve, client) -> None:
 
 def test_other_streams_go_on_beside_a_websocket(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen))
+    running = serve(websocket_echo(seen))
     c = client(running)
     sid, _ = c.open_ws()
     other = c.get("/")
@@ -234,7 +205,7 @@ def test_other_streams_go_on_beside_a_websocket(serve, client) -> None:
 
 def test_a_reset_stream_ends_the_websocket(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen))
+    running = serve(websocket_echo(seen))
     c = client(running)
     sid, _ = c.open_ws()
     assert seen.get(timeout=TIMEOUT)[0] == "accepted"
@@ -255,7 +226,7 @@ def test_a_reset_stream_ends_the_websocket(serve, client) -> None:
 )
 def test_bad_handshakes_are_refused(serve, client, fields: dict[str, str], status: int) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen))
+    running = serve(websocket_echo(seen))
     c = client(running)
     sid = c.connect_ws(**fields)
     headers, _body = c.response(sid)
@@ -268,7 +239,7 @@ def test_bad_handshakes_are_refused(serve, client, fields: dict[str, str], statu
 
 def test_a_plain_connect_is_no_websocket(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen))
+    running = serve(websocket_echo(seen))
     c = client(running)
     sid = c.conn.get_next_available_stream_id()
     c.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "example.com:443")])
@@ -280,7 +251,7 @@ def test_a_plain_connect_is_no_websocket(serve, client) -> None:
 
 def test_over_tls_with_alpn_h2(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen), tls=True, ctx=h2_context())
+    running = serve(websocket_echo(seen), tls=True, ctx=h2_context())
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -299,7 +270,7 @@ def test_over_tls_with_alpn_h2(serve, client) -> None:
 
 def test_a_vanishing_client_ends_receive(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen))
+    running = serve(websocket_echo(seen))
     c = client(running)
     c.open_ws()
     assert seen.get(timeout=TIMEOUT)[0] == "accepted"
@@ -341,7 +312,7 @@ def test_send_waits_while_the_client_gives_no_window(serve, client) -> None:
 
 def test_permessage_deflate(serve, client) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(make_server(seen))
+    running = serve(websocket_echo(seen))
     c = client(running)
     sid = c.connect_ws(sec_websocket_extensions="permessage-deflate; client_max_window_bits")
     head = c.head(sid)
