@@ -7,6 +7,7 @@ tests/master_helpers.py.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import shutil
 import socket
@@ -105,6 +106,17 @@ def websocket_echo(
         seen.put(("closed", ws.close_code, ws.close_reason))
 
     return onstream
+
+
+def pattern(size: int) -> bytes:
+    """``size`` deterministic bytes that do not repeat (so a reordering or a drop shows); each
+    is a prefix of any longer one."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(out[:size])
 
 
 def read_response(sock: socket.socket, limit: int = 1 << 20) -> bytes:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import Running, hello, response_headers
-from tests.helpers import curl, echo, need_curl
+from tests.helpers import curl, echo, need_curl, pattern
 
 TIMEOUT = 5.0
 
@@ -107,16 +107,6 @@ class Reader:
 def raw(running: Running) -> Iterator[tuple[socket.socket, Reader]]:
     with running.connect(TIMEOUT) as sock:
         yield sock, Reader(sock)
-
-
-def pattern(size: int) -> bytes:
-    """Deterministic, non-repeating-looking bytes (so a reordering or a drop shows)."""
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(counter.to_bytes(8, "big")).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 # -- http.client --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from OpenSSL import SSL
 
 from prefork.protocol import tls
 from tests.conftest import Running, response_headers
-from tests.helpers import curl, need_curl, read_response, wait_until
+from tests.helpers import curl, need_curl, pattern, read_response, wait_until
 
 SETUP_TIMEOUT = 0.5  # connection_setup_timeout of the attack tests
 
@@ -71,10 +71,6 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, body: byte
     data = resp.read()
     assert resp.status == 200, data
     return data
-
-
-def pattern(size: int) -> bytes:
-    return (b"0123456789abcdef" * (size // 16 + 1))[:size]
 
 
 def make_echo(seen: list[Any]) -> Any:
