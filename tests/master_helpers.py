@@ -60,6 +60,20 @@ def pid_of(body: bytes) -> int:
     return int(body.split()[0])
 
 
+def children(pid: int) -> list[int]:
+    """Pids of process ``pid``'s live (not zombie) children, sorted; none once it is gone."""
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for child in kids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child.pid)
+    return sorted(out)
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie has exited: it only waits to be reaped)."""
     try:
@@ -163,16 +177,7 @@ class MasterProc:
 
     def workers(self) -> list[int]:
         """Pids of the master's live children."""
-        try:
-            children = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        out = []
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    out.append(child.pid)
-        return sorted(out)
+        return children(self.pid)
 
     def ready_workers(self) -> set[int]:
         """Live children that logged ``worker N ready``."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from tests.helpers import wait_until
-from tests.master_helpers import get
+from tests.master_helpers import children, get
 
 
 class Load:
@@ -44,13 +44,6 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(20)
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [c.pid for c in psutil.Process(pid).children() if c.status() != "zombie"]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def read_pid(pidfile: Path) -> int | None:
