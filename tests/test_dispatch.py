@@ -199,6 +199,29 @@ def test_per_worker_cap():
     assert d.outstanding == 4
 
 
+def test_max_batch_caps_each_worker_per_call_and_leaves_the_rest():
+    """One message carries at most fdpass.MAX_FDS descriptors: assign never makes a batch
+    larger than ``max_batch``; what nobody can take in this call is left, in order, and the
+    next call hands it out (a worker may have several batches unacknowledged)."""
+    d = table("a")
+    conns = [f"c{i}" for i in range(600)]
+    batches, left = d.assign(conns, max_batch=253)
+    assert [(key, len(batch)) for key, _, batch in batches] == [("a", 253)]
+    assert left == conns[253:]
+    sizes = [253]
+    while left:
+        batches, left = d.assign(left, max_batch=253)
+        sizes += [len(batch) for _, _, batch in batches]
+    assert sizes == [253, 253, 94]
+    assert d.slots["a"].outstanding == d.slots["a"].total == 600
+    assert len(d.slots["a"].unacked) == 3
+    two = table("a", "b")
+    batches, left = two.assign([f"c{i}" for i in range(10)], max_batch=3)
+    assert sorted(len(batch) for _, _, batch in batches) == [3, 3]
+    assert left == [f"c{i}" for i in range(6, 10)]
+    assert two.assign(["x"], max_batch=None)[1] == []  # None: no cap
+
+
 # -- the reports ----------------------------------------------------------------------------------
 
 

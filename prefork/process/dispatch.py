@@ -103,25 +103,35 @@ class Dispatcher(Generic[Conn]):
     # -- the policy --------------------------------------------------------------------------
 
     def assign(
-        self, conns: list[Conn]
+        self, conns: list[Conn], max_batch: int | None = None
     ) -> tuple[list[tuple[Hashable, int, list[Conn]]], list[Conn]]:
         """Share ``conns`` out: one batch per chosen worker.
+
+        Args:
+            conns: the connections waiting, oldest first.
+            max_batch: most connections in one batch (one message carries at most
+                ``fdpass.MAX_FDS`` descriptors); a worker whose batch is full gets no more in
+                this call, and what no worker can take is left.
 
         Returns:
             ``(batches, left)``: ``(worker key, batch id, connections)`` to send, and the
             connections no worker can take now.
         """
         chosen: dict[Hashable, list[Conn]] = {}
+        capped: set[Hashable] = set()
         left: list[Conn] = []
-        for conn in conns:
-            key = self._pick()
-            if key is None:
-                left.append(conn)
-                continue
+        for i, conn in enumerate(conns):
+            key = self._pick(capped)
+            if key is None:  # nobody can take more in this call: the rest waits
+                left = conns[i:]
+                break
             slot = self.slots[key]
             slot.outstanding += 1
             slot.total += 1
-            chosen.setdefault(key, []).append(conn)
+            batch = chosen.setdefault(key, [])
+            batch.append(conn)
+            if max_batch is not None and len(batch) >= max_batch:
+                capped.add(key)
         batches = []
         for key, batch in chosen.items():
             batch_id = self._next_batch
@@ -130,7 +140,7 @@ class Dispatcher(Generic[Conn]):
             batches.append((key, batch_id, batch))
         return batches, left
 
-    def _pick(self) -> Hashable | None:
+    def _pick(self, skip: set[Hashable]) -> Hashable | None:
         order = self._order
         n = len(order)
         best = None
@@ -138,7 +148,7 @@ class Dispatcher(Generic[Conn]):
         for offset in range(n):
             key = order[(self._cursor + offset) % n]
             slot = self.slots[key]
-            if not self.eligible(slot):
+            if key in skip or not self.eligible(slot):
                 continue
             # During a reload the new generation is preferred as soon as one of it is ready;
             # until then the old one keeps serving.

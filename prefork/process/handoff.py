@@ -100,7 +100,7 @@ class Handoff:
         """Send the waiting connections to workers, one batch per worker, while any can take."""
         pool = self.pool
         while pool.waiting:
-            batches, left = pool.dispatcher.assign(pool.waiting)
+            batches, left = pool.dispatcher.assign(pool.waiting, fdpass.MAX_FDS)
             pool.waiting = left
             if not batches:
                 return

@@ -1,0 +1,120 @@
+"""Issue 9, the process items: no input, peer or load crashes the master or makes a worker churn.
+
+Real masters (``python -m prefork`` in its own session, every process group SIGKILLed in
+teardown by tests/master_helpers.py), real sockets and real signals; waits are polls with
+deadlines on observable events (a log line, a pid, a connection held). Where the worker side
+is tested alone, a real :class:`~prefork.process.worker.Worker` runs in a thread on a real
+SOCK_SEQPACKET socketpair and the test plays the master.
+"""
+
+from __future__ import annotations
+
+import re
+import selectors
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers import wait_until
+from tests.master_helpers import MasterProc, Masters, alive
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+
+@pytest.fixture
+def start_master(tmp_path: Path) -> Iterator[Callable[..., MasterProc]]:
+    with Masters(tmp_path) as masters:
+        yield masters.start
+
+
+# -- clients -------------------------------------------------------------------------------------
+
+
+def open_clients(port: int, count: int, request: bytes = REQUEST) -> list[socket.socket]:
+    """``count`` connections, each with ``request`` sent (answers are read by read_all)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            socks.append(sock)
+            sock.sendall(request)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def read_all(socks: list[socket.socket], timeout: float) -> list[bytes]:
+    """Read every socket to EOF (or a reset) at once, within ``timeout``; closes them.
+
+    Returns what each one received, in order.
+    """
+    got = [b""] * len(socks)
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for i, sock in enumerate(socks):
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ, i)
+        while sel.get_map() and time.monotonic() < deadline:
+            for key, _ in sel.select(deadline - time.monotonic()):
+                try:
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    got[key.data] += data
+                else:
+                    sel.unregister(key.fileobj)
+    for sock in socks:
+        sock.close()
+    return got
+
+
+def status_and_body(response: bytes) -> tuple[int, bytes]:
+    head, sep, body = response.partition(b"\r\n\r\n")
+    if not sep:
+        return 0, response
+    return int(head.split(b" ", 2)[1]), body
+
+
+def held_connections(pid: int, port: int) -> int:
+    """Established TCP connections to ``port`` that process ``pid`` holds."""
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+    )
+
+
+# -- 2. a batch larger than one message can carry ------------------------------------------------
+
+
+def test_more_waiting_connections_than_one_message_carries_reach_the_replacement(start_master):
+    """One worker blocks its event loop (``time.sleep``) until the master kills it as silent;
+    meanwhile 300 connections wait in the master, unacknowledged. The replacement worker gets
+    them all: more than ``fdpass.MAX_FDS`` (253), so in more than one batch; the master lives."""
+    master = start_master("block", "--timeout", "4", workers=1)
+    (old,) = master.wait_workers(1)
+    blocker = open_clients(master.port, 1, b"GET /block?s=10 HTTP/1.1\r\nHost: test\r\n\r\n")
+    wait_until(lambda: f"worker {old} blocking" in master.stderr(), what="the worker to block")
+    socks = open_clients(master.port, 300)
+    # All 300 accepted and not acknowledged: the master holds its copy of each (the worker is
+    # killed 3 to 4 s after it blocked: --timeout 4, a heartbeat a second).
+    wait_until(lambda: held_connections(master.pid, master.port) >= 300, timeout=3,
+               what="the master to hold the 300 connections")  # fmt: skip
+    answers = read_all(socks, timeout=30)
+    master.check_running()
+    read_all(blocker, timeout=0)
+    bodies = [status_and_body(a) for a in answers]
+    assert [s for s, _ in bodies] == [200] * 300, master.stderr()[-3000:]
+    (new,) = master.wait_workers(1)
+    assert new != old and not alive(old)
+    assert {b for _, b in bodies} == {f"{new}\n".encode()}
+    assert len(re.findall(r"worker \d+ silent", master.stderr())) == 1
