@@ -5,7 +5,8 @@ merges identical duplicate ``Content-Length`` values, accepts ``Content-Length``
 with ``Transfer-Encoding``, and accepts obs-fold. A server behind a proxy must not be lenient:
 if the two disagree on where a request ends, a request can be smuggled past the proxy
 (docs/architecture.md, departure b). :func:`scan_head` refuses those with 400 and enforces
-the request-line (414) and head-size (431) limits; :func:`valid_host` checks a Host value.
+the request-line (414) and head-size (431) limits; :func:`valid_host` checks a Host value,
+:func:`check_target` the form of a request-target (RFC 9112 section 3.2).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class HeadLimits(Protocol):
         """Largest request head in bytes."""
 
 
+# CTLs but HTAB, CR and LF (bare CR and LF are refused elsewhere): invalid in field values
+# (RFC 9110 section 5.5, "MAY retain": strict, refused) and in the request-line.
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# RFC 9112 section 3.2.2: absolute-form, for the two schemes an origin server serves
+_ABSOLUTE = re.compile(rb"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)(.*)\Z", re.DOTALL)
 _TCHARS = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -56,7 +62,9 @@ def scan_head(buf: bytes | bytearray, limits: HeadLimits, start: int = 0) -> int
     if buf.count(b"\n", start, stop) != buf.count(b"\r\n", max(0, start - 1), stop):
         raise ProtocolError("bare LF in request head")
     line_end = buf.find(b"\r\n", 0, min(stop, limits.max_request_line + 2))
-    if (line_end if line_end >= 0 else stop) > limits.max_request_line:
+    if line_end < 0:  # a CR at the end may be the first half of the line's CRLF
+        line_end = stop - (buf[stop - 1 : stop] == b"\r")
+    if line_end > limits.max_request_line:
         raise ProtocolError("request line too long", 414)
     if stop > limits.max_head_size:
         raise ProtocolError("request header section too large", 431)
@@ -67,6 +75,8 @@ def scan_head(buf: bytes | bytearray, limits: HeadLimits, start: int = 0) -> int
 
 
 def _check_complete_head(head: bytes) -> None:
+    if _CTL.search(head):  # RFC 9110 section 5.5 (h11 lets them pass in field values)
+        raise ProtocolError("control character in request head")
     if b"\n " in head or b"\n\t" in head:  # RFC 9112 section 5.2: reject obs-fold
         raise ProtocolError("obsolete line folding in request head")
     lowered = head.lower()
@@ -81,9 +91,12 @@ def _check_complete_head(head: bytes) -> None:
         start = lowered.index(b"\ncontent-length:")
         if b"," in lowered[start : lowered.index(b"\r\n", start + 1)]:
             raise ProtocolError("more than one Content-Length")
-    if codings and (codings[-1] != b"chunked" or codings.count(b"chunked") > 1):
-        # RFC 9112 section 6.3 item 4: chunked not last -> 400 and close; section 6.1:
-        # chunked at most once. An unknown coding before chunked is h11's 501.
+    if (codings or b"\ntransfer-encoding:" in lowered) and (
+        codings[-1:] != [b"chunked"] or codings.count(b"chunked") > 1
+    ):
+        # RFC 9112 section 6.3 item 4: chunked not last (or no coding at all) -> 400 and
+        # close; section 6.1: chunked at most once. An unknown coding before chunked is h11's
+        # 501.
         raise ProtocolError("Transfer-Encoding does not end with one chunked")
 
 
@@ -111,3 +124,47 @@ _HOST = re.compile(
 def valid_host(value: bytes) -> bool:
     """Whether ``value`` is ``uri-host [ ":" port ]`` (or empty), RFC 9110 section 7.2."""
     return _HOST.match(value) is not None
+
+
+def check_target(method: bytes, target: bytes) -> None:
+    """Check that the form of a request-target fits its method (RFC 9112 section 3.2).
+
+    CONNECT takes authority-form (``host:port``, section 3.2.3), OPTIONS may take ``*``
+    (section 3.2.4), and any other method origin-form or absolute-form (section 3.2.2) with an
+    http(s) scheme and a valid, non-empty host without userinfo (RFC 9110 sections 4.2.1 and
+    4.2.4; strict: other schemes are refused, this is an origin server). The characters of
+    the target are h11's to check.
+
+    Raises:
+        ProtocolError: (400) the target does not fit.
+    """
+    if method == b"CONNECT":
+        host, _, port = target.rpartition(b":")
+        if not host or not port.isdigit() or not valid_host(target):
+            raise ProtocolError("CONNECT needs an authority-form target (host:port)")
+    elif target == b"*":
+        if method != b"OPTIONS":
+            raise ProtocolError("asterisk-form target for a method other than OPTIONS")
+    elif target[:1] != b"/":
+        match = _ABSOLUTE.match(target)
+        authority = match.group(2) if match else b""
+        if authority[:1] in (b"", b":") or not valid_host(authority):
+            raise ProtocolError("request-target is not origin-form or absolute-form")
+
+
+def split_absolute(method: bytes, target: bytes) -> tuple[str, str, str]:
+    """Split an absolute-form target that :func:`check_target` passed.
+
+    Returns:
+        ``(scheme, authority, path)``: the scheme in lower case, and the path as HTTP/2
+        carries it in ``:path`` (RFC 9113 section 8.3.1): ``/`` for an empty path (RFC 9110
+        section 4.2.3), ``*`` for an OPTIONS request without one.
+    """
+    match = _ABSOLUTE.match(target)
+    assert match is not None, "check_target refuses other targets"
+    scheme, authority, path = (part.decode("latin-1") for part in match.groups())
+    if not path:
+        path = "*" if method == b"OPTIONS" else "/"
+    elif path[0] == "?":
+        path = "/" + path
+    return scheme.lower(), authority, path

@@ -24,7 +24,7 @@ import h11
 
 from prefork.errors import ProtocolError
 from prefork.headers import Headers
-from prefork.protocol.h1head import scan_head, valid_host
+from prefork.protocol.h1head import check_target, scan_head, split_absolute, valid_host
 
 NEED_DATA = h11.NEED_DATA
 PAUSED = h11.PAUSED
@@ -73,6 +73,13 @@ _FIELD = re.compile(  # RFC 9110 section 5: field-name ":" OWS field-value OWS
     rb"([!#$%&'*+\-.^_`|~0-9a-zA-Z]+):[ \t]*"
     rb"([\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?[ \t]*\Z"
 )
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+"
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT = re.compile(  # RFC 9112 section 7.1.1: *( BWS ";" BWS name [ BWS "=" BWS value ] )
+    rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\Z" % (_TOKEN, _TOKEN, _QUOTED)
+)
+_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
+_MAX_LENGTH = b"9223372036854775807"  # 2**63 - 1: a signed 64-bit parser in front reads it too
 _NO_BODY, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(7)
 
 
@@ -146,9 +153,11 @@ class RequestParser:
 
     def _next_request(self) -> Any:
         buf = self._buf
-        if buf[:2] == b"\r\n":  # RFC 9112 section 2.2: ignore empty lines before a request
-            buf = self._buf = buf.lstrip(b"\r\n")
+        if buf[:1] == b"\r":  # RFC 9112 section 2.2: ignore empty lines (CRLF) before a request
+            buf = self._buf = buf[_EMPTY_LINES.match(buf).end() :]  # type: ignore[union-attr]
             self._scanned = 0
+            if buf == b"\r" and not self._eof:
+                return NEED_DATA  # the CR of one more CRLF
         end = scan_head(buf, self._limits, self._scanned)
         if end < 0:
             self._scanned = len(buf)
@@ -170,15 +179,26 @@ class RequestParser:
 
     def _check_request(self, event: h11.Request) -> None:
         limits = self._limits
-        if not event.http_version.startswith(b"1."):  # RFC 9110 section 15.6.6
+        version = event.http_version
+        if not version.startswith(b"1."):  # RFC 9110 section 15.6.6
             raise ProtocolError("HTTP version not supported", 505)
         if len(event.headers) > limits.max_header_count:
             raise ProtocolError("too many header fields", 431)
+        if event.target[:1] != b"/" or event.method == b"CONNECT":
+            check_target(event.method, event.target)
+        if version > b"1.1" and not any(name == b"host" for name, _ in event.headers):
+            # RFC 9110 section 2.5: served as 1.1, so RFC 9112 section 3.2 applies (h11 only
+            # asks 1.1 for a Host)
+            raise ProtocolError("missing Host")
         self._state = _NO_BODY
         for name, value in event.headers:
             if name == b"host" and not valid_host(value):
                 raise ProtocolError("invalid Host")  # RFC 9112 section 3.2: 400
             if name == b"content-length":
+                if len(value) > 18 and (len(value) > 19 or value > _MAX_LENGTH):
+                    # RFC 9110 section 8.6: anticipate large numerals; a proxy in front that
+                    # wraps at 64 bits would frame the body otherwise (smuggling)
+                    raise ProtocolError("Content-Length too large to be safe")
                 self._left = int(value)
                 if limits.max_body_size is not None and self._left > limits.max_body_size:
                     raise ProtocolError("request body too large", 413)
@@ -290,12 +310,16 @@ class RequestParser:
 
 
 def _chunk_size(line: bytes | bytearray) -> int:
-    """RFC 9112 section 7.1: ``chunk-size [ chunk-ext ]``; at most 16 hex digits (2**64 - 1)."""
-    size, _, ext = line.partition(b";")
-    size = size.rstrip(b" \t")  # BWS before a chunk extension (section 7.1.1)
+    """RFC 9112 section 7.1: ``chunk-size [ chunk-ext ]``; at most 16 hex digits (2**64 - 1).
+
+    Extensions are ignored (section 7.1.1) but must follow the grammar: one a proxy in front
+    parses differently could hide the end of the size line.
+    """
+    at = line.find(b";")
+    size = line if at < 0 else line[:at].rstrip(b" \t")  # BWS before an extension
     if not size or len(size) > 16 or not _HEX.issuperset(size):
         raise ProtocolError("invalid chunk size")
-    if ext and any((c < 0x20 and c != 0x09) or c == 0x7F for c in ext):
+    if at >= 0 and _CHUNK_EXT.match(line, len(size)) is None:
         raise ProtocolError("invalid chunk extension")
     return int(size, 16)
 
@@ -315,18 +339,27 @@ def describe_request(event: h11.Request, scheme: str) -> RequestInfo:
     """Build the request's :class:`Headers` (pseudo-headers first) and its connection flags.
 
     ``:authority`` comes from ``Host`` (RFC 9110 section 7.2) and the Host field is kept too;
-    CONNECT has ``:authority`` from the target and no ``:path`` (RFC 9113 section 8.5).
+    CONNECT has ``:authority`` from the target and no ``:path`` (RFC 9113 section 8.5). An
+    absolute-form target gives ``:scheme``, ``:authority`` and ``:path``, and its authority
+    replaces the value of a received Host field (RFC 9112 section 3.2.2: the origin server
+    MUST ignore Host and use the target's authority).
     """
     method = event.method
     target = event.target.decode("latin-1")
     headers = Headers()
     append = headers.append
     append(":method", method.decode("ascii"), False)
+    authority = None  # an absolute-form target's
     if method == b"CONNECT":
         append(":authority", target, False)
-    else:
+    elif target[:1] == "/" or target == "*":
         append(":path", target, False)
         append(":scheme", scheme, False)
+    else:
+        target_scheme, authority, path = split_absolute(method, event.target)
+        append(":path", path, False)
+        append(":scheme", target_scheme, False)
+        append(":authority", authority, False)
     # RFC 9110 section 2.5: a higher 1.x minor version is served as 1.1
     version = 1.0 if event.http_version == b"1.0" else 1.1
     connection = b""
@@ -334,7 +367,10 @@ def describe_request(event: h11.Request, scheme: str) -> RequestInfo:
     for raw_name, value in event.headers.raw_items():  # 2x faster than iterating headers
         name = raw_name.lower()
         if name == b"host" and method != b"CONNECT":
-            append(":authority", value.decode("latin-1"), False)
+            if authority is None:
+                append(":authority", value.decode("latin-1"), False)
+            else:
+                value = authority.encode("latin-1")
         elif name == b"connection":
             connection += b"," + value.lower()
         elif name == b"expect":
