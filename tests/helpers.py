@@ -1,5 +1,6 @@
-"""Plain helpers shared by the tests: echo handlers (HTTP and WebSocket), reading from sockets,
-running curl, and waiting on an observable condition with a deadline.
+"""Plain helpers shared by the tests: echo handlers (HTTP and WebSocket), deterministic body
+bytes, reading from sockets, running curl, and waiting on an observable condition with a
+deadline.
 
 Fixtures live in tests/conftest.py; starting and stopping a real master in
 tests/master_helpers.py.
