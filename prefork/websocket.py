@@ -1,37 +1,30 @@
 """WebSocket (RFC 6455) for ``onstream`` handlers.
 
 The protocol is sans-I/O in :mod:`prefork.protocol.websocket` (the handshake checks, the
-accepting head, wsproto's framing); this module moves its bytes. :func:`new_from_stream` checks
-the handshake, which arrives as a prefork stream with its head parsed, and answers a bad one;
-:meth:`WebSocket.accept` writes the accepting head and gives the connection to
-:class:`_Channel`, one small ``asyncio.Protocol`` that feeds the protocol and writes what it
-queues (Pongs and Close answers at once, even while the handler is busy), applies
-back-pressure both ways and owns the one closing deadline. Over HTTP/1.1 (plain or TLS) the
-transport is taken over from the HTTP connection; over HTTP/2 an extended CONNECT (RFC 8441)
-is answered ``200`` and the frames travel in the stream's DATA frames (an ``H2Tunnel``), chosen
-by ``stream.connection.version``.
+accepting head, wsproto's framing); :mod:`prefork.aio.wschannel` moves its bytes. Here is the
+API: :func:`new_from_stream` checks the handshake, which arrives as a prefork stream with its
+head parsed, and answers a bad one; :meth:`WebSocket.accept` writes the accepting head and
+gives the connection to a ``WebSocketChannel``, the small ``asyncio.Protocol`` that feeds the
+protocol, writes what it queues, applies back-pressure both ways and owns the timers. Over
+HTTP/1.1 (plain or TLS) the transport is taken over from the HTTP connection; over HTTP/2 an
+extended CONNECT (RFC 8441) is answered ``200`` and the frames travel in the stream's DATA
+frames (an ``H2Tunnel``), chosen by ``stream.connection.version``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from typing import Any
 
 from prefork.aio.h2tunnel import H2Tunnel
+from prefork.aio.wschannel import WebSocketChannel
 from prefork.errors import StreamStateError
 from prefork.headers import Headers
 from prefork.protocol.websocket import (
     MAX_MESSAGE_SIZE,
-    BrokenAfterClose,
-    Closed,
     ConnectionClosed,
-    Failed,
     HandshakeError,
-    Message,
-    Pong,
-    WebSocketEvent,
     WebSocketProtocol,
     check_close,
     check_connect,
@@ -51,7 +44,6 @@ __all__ = [
 ]
 
 CLOSE_TIMEOUT = 10.0  # default wait for the peer's Close, then for the last bytes to leave
-QUEUE_LIMIT = 16  # whole messages held unread before the connection stops being read
 
 
 # -- the opening handshake ----------------------------------------------------------------------
@@ -95,136 +87,6 @@ async def new_from_stream(
     return WebSocket(stream, headers, key, options)
 
 
-# -- the connection -------------------------------------------------------------------------------
-
-
-class _Channel(asyncio.Protocol):
-    """Moves bytes between the connection and the protocol; every way of ending ends in
-    ``lost``."""
-
-    def __init__(self, ws: WebSocketProtocol, close_timeout: float) -> None:
-        self.ws = ws
-        self.close_timeout = close_timeout
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.messages: deque[str | bytes] = deque()
-        self.lost: asyncio.Future[None] = self.loop.create_future()
-        self.pings: dict[bytes, asyncio.Future[bool]] = {}
-        self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[bool] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self._handle(self.ws.receive_data(data))
-
-    def eof_received(self) -> bool:
-        self._handle(self.ws.receive_data(None))
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self.ws.connection_lost()
-        self._wake()
-        for future in (self._drain, *self.pings.values()):
-            if future is not None and not future.done():
-                future.set_result(False)
-        self.lost.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._drain = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(True)
-        self._drain = None
-
-    def _handle(self, events: list[WebSocketEvent]) -> None:
-        self._write(self.ws.data_to_send())  # Pongs, Close answers: before closing anything
-        for event in events:
-            if isinstance(event, Message):
-                self.messages.append(event.data)
-                self._wake()
-                if len(self.messages) >= QUEUE_LIMIT:
-                    self.transport.pause_reading()  # back-pressure: the handler reads too slowly
-            elif isinstance(event, Pong):
-                for payload in event.answered:
-                    future = self.pings.pop(payload, None)
-                    if future is not None and not future.done():
-                        future.set_result(True)
-            elif isinstance(event, Failed):  # a broken frame or 1009: input is dropped now
-                self._wake()
-                self.transport.resume_reading()  # a full queue must not hide the peer's end
-                self._arm()
-                self.transport.write_eof()
-            elif isinstance(event, Closed):
-                self._wake()
-                self.transport.close()  # RFC 6455 section 7.1.1: the server closes TCP first
-                self._arm()
-            elif isinstance(event, BrokenAfterClose):
-                self.transport.abort()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _write(self, data: bytes) -> None:
-        if data and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _arm(self) -> None:
-        # One deadline for the whole closing phase: the peer's Close, then the flush.
-        if self._timer is None and not self.lost.done():
-            self._timer = self.loop.call_later(self.close_timeout, self.transport.abort)
-
-    def start_close(self, code: int, reason: str) -> None:
-        """Send our Close (section 5.5.1); the peer's answer, EOF or the deadline ends it."""
-        if self.ws.close(code, reason):
-            self._write(self.ws.data_to_send())
-            self.transport.resume_reading()  # a full queue must not hide the peer's Close
-        self._wake()
-        self._arm()
-
-    def abandon(self) -> None:
-        if not self.lost.done():
-            self.transport.abort()
-
-    async def next_message(self) -> str | bytes:
-        while not self.messages:
-            if self.ws.closed is not None:
-                raise self.ws.error()
-            self._waiter = self.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if len(self.messages) == QUEUE_LIMIT // 2 and not self.transport.is_closing():
-            self.transport.resume_reading()
-        return self.messages.popleft()
-
-    async def send(self, data: str | bytes) -> None:
-        self.ws.send_message(data)
-        await self._flush()
-
-    async def ping(self, payload: bytes) -> asyncio.Future[bool]:
-        """Send a Ping; the future is True once answered, False if the connection ends."""
-        pong = self.pings.get(payload)
-        if pong is None:  # one future per payload: concurrent equal pings share the Pong
-            pong = self.pings[payload] = self.loop.create_future()
-        self.ws.send_ping(payload)
-        await self._flush()
-        return pong
-
-    async def _flush(self) -> None:
-        self._write(self.ws.data_to_send())
-        while self._drain is not None:  # back-pressure: the transport's buffer is full
-            if not await asyncio.shield(self._drain):
-                raise self.ws.error()
-
-
 # -- the API --------------------------------------------------------------------------------------
 
 
@@ -243,7 +105,7 @@ class WebSocket:
         self.extensions: str | None = None
         self._key = key  # the Sec-WebSocket-Key over HTTP/1.1; None over HTTP/2
         self._options: tuple[int, float, bool] = options  # max size, close timeout, compression
-        self._channel: _Channel | None = None
+        self._channel: WebSocketChannel | None = None
 
     @property
     def close_code(self) -> int | None:
@@ -280,7 +142,7 @@ class WebSocket:
         for name, value, never_index in headers or ():
             if not name.startswith(":"):
                 res.append(name, value, never_index)
-        channel = _Channel(WebSocketProtocol(agreed.enabled, max_size), close_timeout)
+        channel = WebSocketChannel(WebSocketProtocol(agreed.enabled, max_size), close_timeout)
         try:
             await self.stream.write_headers(res, False)
             await self._connect(channel)
@@ -292,7 +154,7 @@ class WebSocket:
         if task is not None:
             task.add_done_callback(lambda _: channel.abandon())
 
-    async def _connect(self, channel: _Channel) -> None:
+    async def _connect(self, channel: WebSocketChannel) -> None:
         if self._key is None:  # HTTP/2 (RFC 8441): the frames travel in the stream's DATA
             H2Tunnel(self.stream, channel).start()
             return
@@ -301,7 +163,7 @@ class WebSocket:
         if data:  # frames the client sent right behind its request head
             channel.data_received(data)
 
-    def _open(self) -> _Channel:
+    def _open(self) -> WebSocketChannel:
         if self._channel is None:
             raise StreamStateError("accept() the WebSocket first")
         return self._channel
