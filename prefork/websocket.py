@@ -119,6 +119,12 @@ class WebSocket:
         closed = self._channel.ws.closed if self._channel else None
         return closed[1] if closed else None
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The transport the frames travel on: the connection's (HTTP/1.1) or an ``H2Tunnel``
+        (HTTP/2); None before ``accept()``. ``get_write_buffer_size()`` tells what waits."""
+        return self._channel.transport if self._channel else None
+
     async def accept(
         self, protocols: list[str] | tuple[str, ...] = (), headers: Headers | None = None
     ) -> None:

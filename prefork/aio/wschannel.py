@@ -40,7 +40,8 @@ class WebSocketChannel(asyncio.Protocol):
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.pings: dict[bytes, asyncio.Future[bool]] = {}
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[bool] | None = None
+        self._drain: asyncio.Future[bool] | None = None  # set while the write buffer is full
+        self._full = False  # QUEUE_LIMIT messages unread, until the handler reads half of them
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,11 +66,24 @@ class WebSocketChannel(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._drain = self.loop.create_future()
+        self._gate()
 
     def resume_writing(self) -> None:
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(True)
         self._drain = None
+        self._gate()
+
+    def _gate(self) -> None:
+        """Read the peer only while it cannot make us buffer without bound: the handler keeps
+        up (``_full``) and our replies, Pongs included, leave (the transport's buffer is under
+        its high-water mark). Once closing no reply is made: read on, for the peer's end."""
+        if self.transport.is_closing():
+            return
+        if self.ws.closed is None and (self._full or self._drain is not None):
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     def _handle(self, events: list[WebSocketEvent]) -> None:
         self._write(self.ws.data_to_send())  # Pongs, Close answers: before closing anything
@@ -77,8 +91,9 @@ class WebSocketChannel(asyncio.Protocol):
             if isinstance(event, Message):
                 self.messages.append(event.data)
                 self._wake()
-                if len(self.messages) >= QUEUE_LIMIT:
-                    self.transport.pause_reading()  # back-pressure: the handler reads too slowly
+                if len(self.messages) >= QUEUE_LIMIT:  # the handler reads too slowly
+                    self._full = True
+                    self._gate()
             elif isinstance(event, Pong):
                 for payload in event.answered:
                     future = self.pings.pop(payload, None)
@@ -86,7 +101,7 @@ class WebSocketChannel(asyncio.Protocol):
                         future.set_result(True)
             elif isinstance(event, Failed):  # a broken frame or 1009: input is dropped now
                 self._wake()
-                self.transport.resume_reading()  # a full queue must not hide the peer's end
+                self._gate()  # a full queue must not hide the peer's end
                 self._arm()
                 self.transport.write_eof()
             elif isinstance(event, Closed):
@@ -113,7 +128,7 @@ class WebSocketChannel(asyncio.Protocol):
         """Send our Close (section 5.5.1); the peer's answer, EOF or the deadline ends it."""
         if self.ws.close(code, reason):
             self._write(self.ws.data_to_send())
-            self.transport.resume_reading()  # a full queue must not hide the peer's Close
+            self._gate()  # a full queue must not hide the peer's Close
         self._wake()
         self._arm()
 
@@ -130,8 +145,9 @@ class WebSocketChannel(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        if len(self.messages) == QUEUE_LIMIT // 2 and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if self._full and len(self.messages) <= QUEUE_LIMIT // 2:
+            self._full = False
+            self._gate()
         return self.messages.popleft()
 
     async def send(self, data: str | bytes) -> None:
