@@ -9,6 +9,8 @@ SOCK_SEQPACKET socketpair and the test plays the master.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import selectors
 import socket
@@ -21,7 +23,7 @@ import pytest
 
 from prefork.process import fdpass
 from tests.helpers import wait_until
-from tests.master_helpers import MasterProc, Masters, alive
+from tests.master_helpers import MasterProc, Masters, alive, get, raw_get
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 
@@ -122,3 +124,43 @@ def test_more_waiting_connections_than_one_message_carries_reach_the_replacement
     assert {b for _, b in bodies} == {f"{new}\n".encode()}
     assert len(re.findall(r"worker \d+ silent", master.stderr())) == 1
 
+
+# -- 3. a malformed message on a channel ---------------------------------------------------------
+
+
+def test_a_forked_worker_sending_garbage_is_killed_and_replaced(start_master):
+    master = start_master("rogue", workers=1)
+    (old,) = master.wait_workers(1)
+    with contextlib.suppress(OSError):  # the worker may be killed before it answers
+        raw_get(master.port, "/garbage")
+    wait_until(lambda: f"worker {old} sent a malformed message" in master.stderr(),
+               what="the master to log the bad message")  # fmt: skip
+    master.check_running()
+    wait_until(lambda: not alive(old), what="the bad worker to be killed")
+    (new,) = master.wait_workers(1)
+    assert new != old
+    assert raw_get(master.port)[1] == f"{new}\n".encode()
+
+
+def test_an_attached_peer_sending_garbage_is_detached_and_its_fds_closed(start_master, tmp_path):
+    path = str(tmp_path / "attach.sock")
+    master = start_master("pid", "--attach-socket", path, workers=1)
+    read_end, write_end = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as peer:
+            peer.connect(path)
+            peer.settimeout(5)
+            fdpass.send(peer, b"Zgarbage", [read_end])
+            os.close(read_end)
+            read_end = -1
+            assert peer.recv(100) == b"", "the master closes the bad peer's channel"
+        me = os.getpid()
+        assert re.search(rf"attached worker {me} left: .*malformed", master.stderr())
+        master.check_running()
+        with pytest.raises(BrokenPipeError):  # the master kept no copy of the fd it was sent
+            os.write(write_end, b"x")
+    finally:
+        os.close(write_end)
+        if read_end >= 0:
+            os.close(read_end)
+    assert get(master.port)[0] == 200

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import selectors
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -132,7 +133,24 @@ class Handoff:
                     self.pool.selector.unregister(channel)
                 return
             worker.last_seen = time.monotonic()
-            self._on_message(worker, wire.decode(data))
+            try:
+                message = wire.decode(data)
+            except ValueError as exc:
+                self._bad_peer(worker, exc)
+                return
+            self._on_message(worker, message)
+
+    def _bad_peer(self, worker: WorkerProcess, exc: ValueError) -> None:
+        """A worker sent what no prefork worker sends: it is let go (killed if it is ours), and
+        nothing more is read from it. Fds sent with the message were never installed here
+        (``recv`` has no room for them: the kernel discards them)."""
+        pool = self.pool
+        if worker.attached:
+            pool.detach(worker.pid, f"it sent a malformed message ({exc})")
+            return
+        log.error("worker %d sent a malformed message (%s): killing it", worker.pid, exc)
+        pool.unregister(worker.channel)
+        pool.kill(worker, signal.SIGKILL)
 
     def _on_message(self, worker: WorkerProcess, message: wire.Message) -> None:
         dispatcher = self.pool.dispatcher

@@ -172,6 +172,14 @@ class Pool:
         for worker in self.workers.values():
             self.command(worker, command)
 
+    def kill(self, worker: WorkerProcess, signum: int) -> None:
+        """Signal a forked worker that must go; it gets nothing new, and the supervisor sends
+        SIGKILL if it is still there ``KILL_GRACE`` seconds later, reaps and replaces it."""
+        worker.killed_at = time.monotonic()
+        self.dispatcher.closing(worker.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signum)
+
     def retire(self, pid: int) -> None:
         """Ask a worker to finish its connections and exit; it gets nothing new."""
         worker = self.workers[pid]

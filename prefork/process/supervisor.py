@@ -227,9 +227,7 @@ class Supervisor:
                 log.critical(
                     "worker %d silent for %.0f s: killing it", worker.pid, now - worker.last_seen
                 )
-                worker.killed_at = now
-                self.pool.dispatcher.closing(worker.pid)
-                _kill(worker.pid, signal.SIGABRT)
+                self.pool.kill(worker, signal.SIGABRT)
 
     def kill_all(self, signum: int) -> None:
         """Signal every forked worker; attached ones are let go instead."""
