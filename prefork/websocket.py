@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 CLOSE_TIMEOUT = 10.0  # default wait for the peer's Close, then for the last bytes to leave
+PING_INTERVAL = 20.0  # default keep-alive: a Ping this long after the last (uvicorn's default)
+PING_TIMEOUT = 20.0  # default time for its Pong, then 1011 (uvicorn's default)
 
 
 # -- the opening handshake ----------------------------------------------------------------------
@@ -56,6 +58,8 @@ async def new_from_stream(
     max_message_size: int = MAX_MESSAGE_SIZE,
     close_timeout: float = CLOSE_TIMEOUT,
     compression: bool = True,
+    ping_interval: float | None = PING_INTERVAL,
+    ping_timeout: float | None = PING_TIMEOUT,
 ) -> WebSocket:
     """Check a WebSocket handshake request, to be ``accept()``-ed next (nothing is written).
 
@@ -64,12 +68,18 @@ async def new_from_stream(
         max_message_size: largest message received; a larger one closes with 1009.
         close_timeout: seconds to wait for the peer's Close, then for the last bytes to leave.
         compression: whether to accept permessage-deflate (RFC 7692) when the client offers it.
+        ping_interval: seconds between keep-alive Pings (None: none), from ``accept()`` on.
+        ping_timeout: seconds a keep-alive Ping may wait for its Pong (None: forever); then
+            the WebSocket closes with 1011 and the connection is dropped.
 
     Raises:
         HandshakeError: not a valid handshake; the 400 (426 for a wrong version) is sent.
+        ValueError: an option out of range.
     """
     if max_message_size < 1 or close_timeout < 0:
         raise ValueError("max_message_size must be >= 1 and close_timeout >= 0")
+    if any(t is not None and not t > 0 for t in (ping_interval, ping_timeout)):
+        raise ValueError("ping_interval and ping_timeout must be > 0 or None")
     version = stream.connection.version
     key: str | None = None  # HTTP/2 has no Sec-WebSocket-Key (RFC 8441 section 5)
     try:
@@ -83,8 +93,8 @@ async def new_from_stream(
             await stream.write_headers(res, False)
             await stream.write_chunk(body, True)
         raise
-    options = (max_message_size, close_timeout, compression)
-    return WebSocket(stream, headers, key, options)
+    timeouts = (close_timeout, ping_interval, ping_timeout)
+    return WebSocket(stream, headers, key, (max_message_size, compression, timeouts))
 
 
 # -- the API --------------------------------------------------------------------------------------
@@ -104,7 +114,7 @@ class WebSocket:
         self.protocol: str | None = None
         self.extensions: str | None = None
         self._key = key  # the Sec-WebSocket-Key over HTTP/1.1; None over HTTP/2
-        self._options: tuple[int, float, bool] = options  # max size, close timeout, compression
+        self._options: tuple[int, bool, tuple] = options  # max size, compression, timeouts
         self._channel: WebSocketChannel | None = None
 
     @property
@@ -141,14 +151,14 @@ class WebSocket:
         """
         if self._channel is not None:
             raise StreamStateError("the WebSocket is already accepted")
-        max_size, close_timeout, compression = self._options
+        max_size, compression, timeouts = self._options
         agreed = negotiate(self.request, self._key, protocols, compression)
         self.protocol, self.extensions = agreed.protocol, agreed.extensions
         res = agreed.response
         for name, value, never_index in headers or ():
             if not name.startswith(":"):
                 res.append(name, value, never_index)
-        channel = WebSocketChannel(WebSocketProtocol(agreed.enabled, max_size), close_timeout)
+        channel = WebSocketChannel(WebSocketProtocol(agreed.enabled, max_size), *timeouts)
         try:
             await self.stream.write_headers(res, False)
             await self._connect(channel)

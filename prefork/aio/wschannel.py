@@ -6,7 +6,8 @@ gives the connection to: the HTTP/1.1 connection's transport (plain or TLS, take
 :class:`~prefork.protocol.websocket.WebSocketProtocol`, writes what that queues (Pongs and
 Close answers at once, even while the handler is busy) before acting on its events, holds
 whole messages for ``receive()``, settles ``ping()``'s futures, applies back-pressure both ways
-and owns the one closing deadline. docs/websocket.md has the rules.
+and owns the timers: the keep-alive Pings and the one closing deadline. docs/websocket.md has
+the rules.
 """
 
 from __future__ import annotations
@@ -25,15 +26,23 @@ from prefork.protocol.websocket import (
 )
 
 QUEUE_LIMIT = 16  # whole messages held unread before the connection stops being read
+KEEPALIVE = b"keepalive"  # the keep-alive Ping's payload: one is out at a time
 
 
 class WebSocketChannel(asyncio.Protocol):
     """Moves bytes between the connection and the protocol; every way of ending ends in
     ``lost``."""
 
-    def __init__(self, ws: WebSocketProtocol, close_timeout: float) -> None:
+    def __init__(
+        self,
+        ws: WebSocketProtocol,
+        close_timeout: float,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+    ) -> None:
         self.ws = ws
         self.close_timeout = close_timeout
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.messages: deque[str | bytes] = deque()
@@ -42,10 +51,14 @@ class WebSocketChannel(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[bool] | None = None  # set while the write buffer is full
         self._full = False  # QUEUE_LIMIT messages unread, until the handler reads half of them
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the closing deadline
+        self._keepalive: asyncio.TimerHandle | None = None  # the next Ping, or its Pong's deadline
+        self._pinged: float | None = None  # when the keep-alive Ping awaiting its Pong left
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.ping_interval is not None:
+            self._keepalive = self.loop.call_later(self.ping_interval, self._keepalive_ping)
 
     def data_received(self, data: bytes) -> None:
         self._handle(self.ws.receive_data(data))
@@ -55,8 +68,9 @@ class WebSocketChannel(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._keepalive):
+            if timer is not None:
+                timer.cancel()
         self.ws.connection_lost()
         self._wake()
         for future in (self._drain, *self.pings.values()):
@@ -95,6 +109,8 @@ class WebSocketChannel(asyncio.Protocol):
                     self._full = True
                     self._gate()
             elif isinstance(event, Pong):
+                if KEEPALIVE in event.answered:
+                    self._keepalive_answered()
                 for payload in event.answered:
                     future = self.pings.pop(payload, None)
                     if future is not None and not future.done():
@@ -121,8 +137,48 @@ class WebSocketChannel(asyncio.Protocol):
 
     def _arm(self) -> None:
         # One deadline for the whole closing phase: the peer's Close, then the flush.
+        if self._keepalive is not None:  # closing: no more keep-alive
+            self._keepalive.cancel()
+            self._keepalive = None
         if self._timer is None and not self.lost.done():
             self._timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    # -- keep-alive (RFC 6455 section 5.5.2; websockets' and uvicorn's ping_interval/timeout) --
+
+    def _keepalive_ping(self) -> None:
+        """``ping_interval`` after the last one (or after its Pong): a Ping, whose Pong is due
+        within ``ping_timeout``."""
+        interval, timeout = self.ping_interval, self.ping_timeout
+        if interval is None or self.ws.closed is not None or self.transport.is_closing():
+            return
+        self.ws.send_ping(KEEPALIVE)
+        self._write(self.ws.data_to_send())  # a few bytes, even into a full buffer
+        if timeout is None:
+            self._keepalive = self.loop.call_later(interval, self._keepalive_ping)
+        else:
+            self._pinged = self.loop.time()
+            self._keepalive = self.loop.call_later(timeout, self._pong_overdue)
+
+    def _keepalive_answered(self) -> None:
+        if self._pinged is None or self._keepalive is None or self.ping_interval is None:
+            return  # not awaited (no ping_timeout), or closing
+        self._keepalive.cancel()
+        next_ping = self._pinged + self.ping_interval
+        self._pinged = None
+        self._keepalive = self.loop.call_at(next_ping, self._keepalive_ping)
+
+    def _pong_overdue(self) -> None:
+        if self._full and self.ping_timeout is not None:  # the Pong may wait behind messages
+            # the handler has not read, which is not the peer's fault: the deadline starts again
+            self._keepalive = self.loop.call_later(self.ping_timeout, self._pong_overdue)
+            return
+        # The peer is gone or stuck: 1011 (section 7.4.1), as websockets says it, and the
+        # connection closes without waiting for an answer (the closing deadline bounds the flush).
+        if self.ws.close(1011, "keepalive ping timeout"):
+            self._write(self.ws.data_to_send())
+        self._wake()
+        self.transport.close()
+        self._arm()
 
     def start_close(self, code: int, reason: str) -> None:
         """Send our Close (section 5.5.1); the peer's answer, EOF or the deadline ends it."""
