@@ -253,6 +253,24 @@ def test_send_failed_returns_the_batch_and_marks_full():
     assert owner(d, "5") == key
 
 
+def test_refused_returns_the_batch_and_a_heartbeat_lets_the_worker_try_again():
+    d = table("a", "b")
+    batches, _ = d.assign(["1", "2"])
+    (key, bid, batch) = batches[0]
+    other = "b" if key == "a" else "a"
+    assert d.refused(key, bid) == batch
+    slot = d.slots[key]
+    assert slot.full and slot.unacked == {} and slot.outstanding == 0 and slot.total == 0
+    assert d.refused(key, bid) == []  # answered once: a repeat returns nothing
+    assert set(assign_acked(d, [*batch, "3"])) == {other}
+    d.heartbeat(key)  # its loop runs: a worker that closes nothing is not given up for good
+    assert not slot.full
+    assert owner(d, "4") == key
+    d.remove(key)
+    assert d.refused(key, bid) == []  # a refusal from a removed worker: remove() returned it
+    d.heartbeat(key)  # and its late heartbeat is harmless
+
+
 def test_ack_clears_full():
     d = table("a")
     batches, _ = d.assign(["1"])

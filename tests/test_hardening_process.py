@@ -10,19 +10,24 @@ SOCK_SEQPACKET socketpair and the test plays the master.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from prefork.process import fdpass
-from tests.helpers import wait_until
+from prefork.process import fdpass, wire
+from prefork.process.worker import Worker
+from tests.conftest import hello
+from tests.helpers import read_response, wait_until
 from tests.master_helpers import MasterProc, Masters, alive, get, raw_get
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
@@ -164,3 +169,176 @@ def test_an_attached_peer_sending_garbage_is_detached_and_its_fds_closed(start_m
         if read_end >= 0:
             os.close(read_end)
     assert get(master.port)[0] == 200
+
+
+# -- 4. what a worker cannot take goes back; what it cannot serve is closed and reported ---------
+
+
+def test_a_worker_at_its_fd_limit_refuses_batches_and_serves_on(start_master):
+    """The worker may hold 128 descriptors (tests/apps/fdlimit.py); 150 clients each send a
+    keep-alive request and keep the connection open. Batches that do not fit arrive truncated
+    (MSG_CTRUNC): the worker refuses them instead of taking that for "master gone" and exiting,
+    and the master hands them out again as the clients close. One worker answers all 150."""
+    master = start_master("fdlimit", workers=1)
+    (pid,) = master.wait_workers(1)
+    keep_alive = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+    socks = open_clients(master.port, 150, keep_alive)
+    bodies = []
+    try:
+        for sock in socks:  # one response each, then close: the worker's descriptors free up
+            bodies.append(read_keep_alive_response(sock))
+            sock.close()
+    finally:
+        for sock in socks:
+            sock.close()
+    assert bodies == [f"{pid}\n".encode()] * 150, master.stderr()[-3000:]
+    assert master.workers() == [pid] and "died" not in master.stderr()
+    assert re.search(rf"worker {pid} refused batch \d+: .*fd limit", master.stderr())
+
+
+def read_keep_alive_response(sock: socket.socket) -> bytes:
+    """Read one response with a content-length; its body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the body"
+        body += chunk
+    return body
+
+
+class ChannelPeer:
+    """The master's end of one worker's channel, for a real Worker running in a thread.
+
+    ``onstream`` is the worker's app; ``server_options`` go to its server. Messages the worker
+    sends are read with :meth:`expect`; CLOSED counts are summed in ``closed``.
+    """
+
+    def __init__(self, onstream: Callable[..., Any], **server_options: Any) -> None:
+        self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.channel.settimeout(10)
+        self.theirs = theirs
+        options = {"tls": False, **server_options}
+        self.worker = Worker(onstream, theirs, server_options=options, heartbeat=60)
+        self.thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
+        self.thread.start()
+        self.closed = 0
+        assert self.expect(wire.READY).kind == wire.READY
+
+    def send(self, data: bytes, fds: list[int] | None = None) -> None:
+        fdpass.send(self.channel, data, fds or [])
+
+    def expect(self, *kinds: bytes) -> wire.Message:
+        """The next message of one of ``kinds`` (CLOSED counts on the way are summed)."""
+        while True:
+            message = wire.decode(self.channel.recv(4096))
+            if message.kind == wire.CLOSED:
+                self.closed += message.number
+            if message.kind in kinds:
+                return message
+
+    def wait_closed(self, count: int) -> None:
+        while self.closed < count:
+            self.expect(wire.CLOSED)
+
+    def stop(self) -> None:
+        self.channel.close()  # EOF: the worker closes its server and returns
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the worker did not stop"
+        self.theirs.close()
+
+
+@pytest.fixture
+def channel_peer() -> Iterator[Callable[..., ChannelPeer]]:
+    started: list[ChannelPeer] = []
+
+    def start(onstream: Callable[..., Any], **server_options: Any) -> ChannelPeer:
+        peer = ChannelPeer(onstream, **server_options)
+        started.append(peer)
+        return peer
+
+    yield start
+    for peer in started:
+        peer.stop()
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[Callable[[], tuple[socket.socket, socket.socket]]]:
+    """Makes connected TCP pairs on 127.0.0.1, ``(client, accepted)``; all closed at the end."""
+    made: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def make() -> tuple[socket.socket, socket.socket]:
+            client = socket.create_connection(listener.getsockname(), timeout=10)
+            accepted, _ = listener.accept()
+            made.extend((client, accepted))
+            return client, accepted
+
+        yield make
+    for sock in made:
+        sock.close()
+
+
+def reader_is_gone(write_end: int) -> bool:
+    """Whether every copy of the pipe's read end is closed (a write then fails with EPIPE)."""
+    try:
+        os.write(write_end, b"x")
+    except BrokenPipeError:
+        return True
+    return False
+
+
+def test_what_a_worker_cannot_serve_is_closed_and_reported_and_the_rest_served(
+    channel_peer, tcp_pair
+):
+    """A batch with a pipe (not a socket) and a SEQPACKET socket (not a stream: asyncio raises
+    ValueError, not OSError) besides a real connection: the worker acknowledges the batch,
+    closes the two and reports them closed at once (the master's count of its connections stays
+    true), and serves the third."""
+    peer = channel_peer(hello)
+    read_end, write_end = os.pipe()
+    dgram, dgram_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    client, accepted = tcp_pair()
+    with dgram_peer:
+        peer.send(wire.batch(1), [read_end, dgram.fileno(), accepted.fileno()])
+        assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 1)
+        os.close(read_end)  # the master closes its copies after the ack
+        dgram.close()
+        accepted.close()
+        peer.wait_closed(2)
+        try:
+            assert reader_is_gone(write_end), "the worker leaked the pipe"
+        finally:
+            os.close(write_end)
+        dgram_peer.settimeout(10)
+        assert dgram_peer.recv(10) == b"", "the worker leaked the SEQPACKET socket"
+    client.sendall(REQUEST)
+    assert read_response(client).startswith(b"HTTP/1.1 200")
+    peer.wait_closed(3)
+
+
+def test_fds_with_a_message_that_is_not_a_batch_are_closed(channel_peer, tcp_pair):
+    """Fds with an undecodable message, or with a message that carries none (a command), are
+    closed by the worker, which goes on serving."""
+    peer = channel_peer(hello)
+    for message in (b"Zjunk", wire.control("resume")):
+        read_end, write_end = os.pipe()
+        try:
+            peer.send(message, [read_end])
+            os.close(read_end)
+            gone = functools.partial(reader_is_gone, write_end)
+            wait_until(gone, what="the worker to close the fd")
+        finally:
+            os.close(write_end)
+    client, accepted = tcp_pair()
+    peer.send(wire.batch(2), [accepted.fileno()])
+    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 2)
+    accepted.close()
+    client.sendall(REQUEST)
+    assert read_response(client).startswith(b"HTTP/1.1 200")

@@ -20,7 +20,13 @@ from prefork.process import fdpass, wire
 
 @pytest.mark.parametrize("number", [0, 1, 63, 0xFFFFFFFF])
 @pytest.mark.parametrize(
-    ("encode", "kind"), [(wire.batch, wire.BATCH), (wire.ack, wire.ACK), (wire.closed, wire.CLOSED)]
+    ("encode", "kind"),
+    [
+        (wire.batch, wire.BATCH),
+        (wire.ack, wire.ACK),
+        (wire.refuse, wire.REFUSE),
+        (wire.closed, wire.CLOSED),
+    ],
 )
 def test_u32_messages_round_trip(encode, kind, number):
     data = encode(number)
@@ -59,8 +65,9 @@ def test_error_is_bounded():
 
 
 def test_messages_fit_a_datagram_and_are_distinct():
-    kinds = {wire.BATCH, wire.READY, wire.ACK, wire.CLOSED, wire.BEAT, wire.ERROR}
-    assert len(kinds) == 6
+    kinds = {wire.BATCH, wire.READY, wire.ACK, wire.REFUSE, wire.CLOSED, wire.BEAT, wire.ERROR}
+    kinds.add(wire.CMD)
+    assert len(kinds) == 8
     assert all(len(k) == 1 for k in kinds)
 
 
@@ -73,6 +80,7 @@ def test_messages_fit_a_datagram_and_are_distinct():
         b"A",  # too short
         b"A\x00\x00\x01",
         b"A\x00\x00\x00\x01\x00",  # too long
+        b"N\x00\x00",
         b"B\x00",
         b"C" + b"\x00" * 8,
         b"H" + b"\x00" * 11,  # beat is 12 bytes of body
@@ -240,3 +248,43 @@ def test_send_to_closed_peer_raises_os_error(channel):
     with pytest.raises(OSError) as info:
         fdpass.send(master, wire.ack(1))
     assert not isinstance(info.value, BlockingIOError)  # a dead worker, not a full channel
+
+
+def test_truncated_fds_raise_truncated_error_with_the_message_and_leak_nothing(channel):
+    """A receiver at its fd limit gets MSG_CTRUNC: receive raises TruncatedError (an OSError)
+    carrying the message, so the worker can refuse that batch, and closes what did arrive.
+    Runs in a child process whose RLIMIT_NOFILE is lowered; its exit status is the verdict."""
+    master, worker = channel
+    r, w = os.pipe()
+    try:
+        fdpass.send(master, wire.batch(9), [r] * fdpass.MAX_FDS)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                code = _receive_at_fd_limit(worker)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _receive_at_fd_limit(worker: socket.socket) -> int:
+    """In the child: room for a few fds only; 0 if receive behaves, else 2..4."""
+    import resource
+
+    before = set(os.listdir("/proc/self/fd"))
+    highest = max(int(fd) for fd in before)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 8, hard))  # room for 7 more fds
+    try:
+        fdpass.receive(worker)
+    except fdpass.TruncatedError as exc:
+        if wire.decode(exc.data) != wire.Message(wire.BATCH, 9):
+            return 3
+    else:
+        return 2
+    return 0 if set(os.listdir("/proc/self/fd")) == before else 4

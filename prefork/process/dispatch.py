@@ -173,12 +173,30 @@ class Dispatcher(Generic[Conn]):
 
     def send_failed(self, key: Hashable, batch_id: int) -> list[Conn]:
         """The channel was full: the batch did not leave; returns it for someone else."""
+        return self._take_back(key, batch_id)
+
+    def refused(self, key: Hashable, batch_id: int) -> list[Conn]:
+        """The worker did not take the batch (closing, at its limit, out of descriptors): it
+        gets nothing more until it reports (a close, an ack or a heartbeat); returns the batch
+        for someone else, or nothing if the worker is gone (:meth:`remove` returned it)."""
+        if key not in self.slots:
+            return []
+        return self._take_back(key, batch_id)
+
+    def _take_back(self, key: Hashable, batch_id: int) -> list[Conn]:
         slot = self.slots[key]
         slot.full = True
         batch = slot.unacked.pop(batch_id, [])
         slot.outstanding -= len(batch)
         slot.total -= len(batch)
         return batch
+
+    def heartbeat(self, key: Hashable) -> None:
+        """The worker's event loop runs: one marked full may be tried again (a worker that
+        refused a batch and closes nothing is retried once a heartbeat, not never)."""
+        slot = self.slots.get(key)
+        if slot is not None:
+            slot.full = False
 
     def closed(self, key: Hashable, count: int) -> None:
         """The worker finished ``count`` connections."""

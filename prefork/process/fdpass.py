@@ -15,6 +15,16 @@ MAX_FDS = 253  # SCM_MAX_FD on Linux: the most descriptors one message may carry
 _FD_SIZE = array.array("i").itemsize
 
 
+class TruncatedError(OSError):
+    """A message arrived without all of its descriptors (``MSG_CTRUNC``): the receiver is at its
+    fd limit. Those that did arrive are closed already; ``data`` is the message, so that the
+    receiver can say which batch it could not take."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__("file descriptors were truncated in transit (MSG_CTRUNC)")
+        self.data = data
+
+
 def send(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
     """Send one message carrying ``fds``; raises BlockingIOError when the channel is full."""
     if len(fds) > MAX_FDS:
@@ -31,7 +41,8 @@ def receive(sock: socket.socket, bufsize: int = 4096) -> tuple[bytes, list[int]]
 
     Raises:
         BlockingIOError: nothing to read.
-        OSError: the message's descriptors were truncated (they are closed first).
+        TruncatedError: the message's descriptors were truncated (those received are closed).
+        OSError: the channel failed.
     """
     data, ancdata, flags, _ = sock.recvmsg(
         bufsize, socket.CMSG_SPACE(MAX_FDS * _FD_SIZE), socket.MSG_CMSG_CLOEXEC
@@ -44,5 +55,5 @@ def receive(sock: socket.socket, bufsize: int = 4096) -> tuple[bytes, list[int]]
     if flags & socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
-        raise OSError("file descriptors were truncated in transit (MSG_CTRUNC)")
+        raise TruncatedError(data)
     return data, fds

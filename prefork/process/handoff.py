@@ -158,11 +158,15 @@ class Handoff:
         if kind == wire.ACK:
             for sock in dispatcher.acked(worker.pid, message.number):
                 sock.close()
+        elif kind == wire.REFUSE:  # closing, at its limit or out of fds: someone else's
+            self.pool.waiting[:0] = dispatcher.refused(worker.pid, message.number)
+            log.debug("worker %d refused batch %d", worker.pid, message.number)
         elif kind == wire.CLOSED:
             dispatcher.closed(worker.pid, message.number)
         elif kind == wire.BEAT:
             worker.requests = message.requests
             worker.open_connections = message.number
+            dispatcher.heartbeat(worker.pid)
         elif kind == wire.READY:
             worker.ready = True
             if not worker.closing:

@@ -7,6 +7,8 @@ Two channels per worker::
       |   down:  BATCH  'B' u32 batch_id  + SCM_RIGHTS fds (the connections)
       |   up:    READY  'R'                       worker's server is up, send work
       |          ACK    'A' u32 batch_id          batch taken: master closes its copies
+      |          REFUSE 'N' u32 batch_id          batch not taken (closing, at --max-concurrent,
+      |                                           or at the fd limit): master hands it out again
       |          CLOSED 'C' u32 count             that many connections finished
       |          BEAT   'H' u64 requests u32 open heartbeat from the event loop, with stats
       |          ERROR  'E' utf-8 text            boot failed (e.g. the app cannot import)
@@ -17,6 +19,8 @@ Two channels per worker::
 
 Integers are big-endian. SEQPACKET keeps message boundaries and delivers the fds with their
 message, so nothing here parses a byte stream; the control pipe is a byte stream of lines.
+Each batch is answered once, by ACK or REFUSE. Only BATCH carries fds: fds that come with any
+other message, or with one that does not decode, are closed by the receiver.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 BATCH = b"B"
 READY = b"R"
 ACK = b"A"
+REFUSE = b"N"
 CLOSED = b"C"
 BEAT = b"H"
 ERROR = b"E"
@@ -54,6 +59,11 @@ def batch(batch_id: int) -> bytes:
 
 def ack(batch_id: int) -> bytes:
     return ACK + _U32.pack(batch_id)
+
+
+def refuse(batch_id: int) -> bytes:
+    """The worker did not take the batch: the master keeps its copies and hands them out again."""
+    return REFUSE + _U32.pack(batch_id)
 
 
 def closed(count: int) -> bytes:
@@ -84,7 +94,7 @@ def decode(data: bytes) -> Message:
     kind = data[:1]
     body = data[1:]
     try:
-        if kind in (BATCH, ACK, CLOSED):
+        if kind in (BATCH, ACK, REFUSE, CLOSED):
             return Message(kind, _U32.unpack(body)[0])
         if kind == BEAT:
             requests, open_connections = _BEAT.unpack(body)

@@ -3,6 +3,9 @@
 The worker never accepts. Batches of sockets arrive on its channel (``wire.BATCH`` with
 SCM_RIGHTS); each goes to ``server.add_socket`` and the batch is acknowledged at once, from the
 event loop, so a worker stuck in CPU work shows up to the master as an unacknowledged batch.
+A batch the worker cannot take whole (it is closing, it would exceed ``max_concurrent``, or its
+descriptors did not fit under the fd limit) is refused (``wire.REFUSE``): the master still holds
+its copies and hands them to another worker.
 Finished connections are reported (``wire.CLOSED``, coalesced per loop iteration) and a
 heartbeat with statistics leaves every ``heartbeat`` seconds. Commands (``pause``, ``resume``,
 ``close``, ``reopen-logs``) come on the control pipe; EOF on it means the master is gone, and
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -67,6 +71,8 @@ class Worker:
         self.server: prefork.server.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed_count = 0
+        self._open = 0  # connections taken and not finished with: ours, as the master counts them
+        self._closing = False
         self._report_scheduled = False
         self._outbox: deque[bytes] = deque()
         self._control_buf = b""
@@ -116,6 +122,7 @@ class Worker:
         if self.server is None:
             return
         self._on_channel()
+        self._closing = True  # from now on a batch is refused: another worker serves it
         self.server.close()
 
     # -- the channel ---------------------------------------------------------------------------
@@ -128,23 +135,84 @@ class Worker:
                 data, fds = fdpass.receive(self.channel)
             except BlockingIOError:
                 return
+            except fdpass.TruncatedError as exc:  # at our fd limit: the batch goes back
+                self._refuse_message(exc.data, "its descriptors did not fit (at the fd limit)")
+                continue
             except OSError:
                 data, fds = b"", []
             if not data and not fds:  # the master is gone
                 self._loop.remove_reader(self.channel.fileno())  # type: ignore[union-attr]
+                self._closing = True
                 server.close()
                 return
+            self._on_message(data, fds)
+
+    def _on_message(self, data: bytes, fds: list[int]) -> None:
+        try:
             message = wire.decode(data)
-            if message.kind == wire.CMD:
-                self.command(message.text)
-                continue
-            if message.kind != wire.BATCH:
-                continue
+        except ValueError as exc:
+            _close_fds(fds)
+            log.error("bad message from the master (%s); %d fds with it closed", exc, len(fds))
+            return
+        if message.kind == wire.BATCH:
+            self._take(message.number, fds)
+            return
+        _close_fds(fds)  # only a batch carries connections
+        if message.kind == wire.CMD:
+            self.command(message.text)
+
+    def _take(self, batch_id: int, fds: list[int]) -> None:
+        """Serve a batch, or refuse it whole so that the master hands it to another worker."""
+        limit = self.server_options.get("max_concurrent", math.inf)
+        if self._closing:
+            self._refuse(batch_id, fds, "it is closing")
+        elif self._open + len(fds) > limit:
+            self._refuse(batch_id, fds, f"{self._open} of max_concurrent {limit} are open")
+        else:
             for fd in fds:
-                server.add_socket(socket.socket(fileno=fd))
-            self._send(wire.ack(message.number))
+                self._adopt(fd)
+            self._send(wire.ack(batch_id))
+
+    def _refuse(self, batch_id: int, fds: list[int], why: str) -> None:
+        _close_fds(fds)  # the master keeps its copies until it hears back
+        self._send(wire.refuse(batch_id))
+        log.warning("worker %d refused batch %d: %s", os.getpid(), batch_id, why)
+
+    def _refuse_message(self, data: bytes, why: str) -> None:
+        try:
+            message = wire.decode(data)
+        except ValueError as exc:
+            log.error("bad message from the master (%s)", exc)
+            return
+        if message.kind == wire.BATCH:
+            self._refuse(message.number, [], why)
+
+    def _adopt(self, fd: int) -> None:
+        """Give one received connection to the server. One it cannot serve is closed and
+        counted as finished at once, so that the master's count of our connections stays
+        true (the server reports every socket it took through ``on_socket_done``)."""
+        assert self.server is not None
+        self._open += 1
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:  # not a socket
+            os.close(fd)
+            log.error("received descriptor %d is not a socket (%s): closed", fd, exc)
+            self._socket_done()
+            return
+        try:
+            if sock.type != socket.SOCK_STREAM:  # asyncio would raise ValueError in a task
+                raise ValueError(f"not a stream socket: {sock!r}")
+            taken = self.server.add_socket(sock)
+        except Exception as exc:
+            log.error("cannot serve a received socket (%r): closed", exc)
+            taken = False
+        if not taken:
+            sock.close()
+            self._socket_done()
 
     def _socket_done(self) -> None:
+        self._open -= 1
         self._closed_count += 1
         if not self._report_scheduled:
             self._report_scheduled = True
@@ -240,6 +308,12 @@ def log_error(server: Any, context: Any, op: str, err: BaseException, errno: int
     headers = getattr(context, "request_headers", None)
     where = f" in {headers.get(':method')} {headers.get(':path')}" if headers is not None else ""
     log.error("%s error%s: %r", op, where, err, exc_info=err)
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _exit_now() -> None:
