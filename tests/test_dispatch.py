@@ -199,6 +199,21 @@ def test_per_worker_cap():
     assert d.outstanding == 4
 
 
+def test_each_worker_keeps_the_limit_it_was_added_with():
+    """A reload may change max_concurrent: the new generation's workers get the new limit, the
+    old ones (their servers started with the old setting) keep theirs while they drain."""
+    d: Dispatcher[str] = Dispatcher(per_worker=2)
+    d.add("old")
+    d.ready("old")
+    d.generation = 1
+    d.add("new", limit=4)
+    d.ready("new")
+    batches, left = d.assign([f"c{i}" for i in range(9)])
+    assert {key: len(batch) for key, _, batch in batches} == {"new": 4, "old": 2}
+    assert left == ["c6", "c7", "c8"]
+    assert (d.slots["old"].limit, d.slots["new"].limit) == (2, 4)
+
+
 def test_max_batch_caps_each_worker_per_call_and_leaves_the_rest():
     """One message carries at most fdpass.MAX_FDS descriptors: assign never makes a batch
     larger than ``max_batch``; what nobody can take in this call is left, in order, and the

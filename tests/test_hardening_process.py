@@ -9,11 +9,14 @@ SOCK_SEQPACKET socketpair and the test plays the master.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import os
 import re
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -24,6 +27,7 @@ from typing import Any
 import psutil
 import pytest
 
+from prefork.headers import Headers
 from prefork.process import fdpass, wire
 from prefork.process.worker import Worker
 from tests.conftest import hello
@@ -220,7 +224,13 @@ class ChannelPeer:
     sends are read with :meth:`expect`; CLOSED counts are summed in ``closed``.
     """
 
-    def __init__(self, onstream: Callable[..., Any], **server_options: Any) -> None:
+    def __init__(
+        self,
+        onstream: Callable[..., Any],
+        on_stop: Callable[[], None] | None = None,
+        **server_options: Any,
+    ) -> None:
+        self.on_stop = on_stop  # lets the app's handlers finish (a test that failed midway)
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.channel.settimeout(10)
         self.theirs = theirs
@@ -248,6 +258,8 @@ class ChannelPeer:
             self.expect(wire.CLOSED)
 
     def stop(self) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
         self.channel.close()  # EOF: the worker closes its server and returns
         self.thread.join(10)
         assert not self.thread.is_alive(), "the worker did not stop"
@@ -258,8 +270,12 @@ class ChannelPeer:
 def channel_peer() -> Iterator[Callable[..., ChannelPeer]]:
     started: list[ChannelPeer] = []
 
-    def start(onstream: Callable[..., Any], **server_options: Any) -> ChannelPeer:
-        peer = ChannelPeer(onstream, **server_options)
+    def start(
+        onstream: Callable[..., Any],
+        on_stop: Callable[[], None] | None = None,
+        **server_options: Any,
+    ) -> ChannelPeer:
+        peer = ChannelPeer(onstream, on_stop, **server_options)
         started.append(peer)
         return peer
 
@@ -342,3 +358,121 @@ def test_fds_with_a_message_that_is_not_a_batch_are_closed(channel_peer, tcp_pai
     accepted.close()
     client.sendall(REQUEST)
     assert read_response(client).startswith(b"HTTP/1.1 200")
+
+
+# -- 9. max_concurrent: changed by a reload, and kept by the worker itself -----------------------
+
+
+def test_hup_changing_max_concurrent_reaches_the_dispatcher(start_master, tmp_path):
+    """--config with max-concurrent = 2, then 4 and HUP: the new worker gets four slow requests
+    at once (each answers its headers at once, then sleeps 8 s); with the old limit the third
+    would wait in the master until one of the first two finished."""
+    config = tmp_path / "prefork.toml"
+    config.write_text("max-concurrent = 2\n")
+    master = start_master("slow", "--config", str(config), workers=1)
+    (old,) = master.wait_workers(1)
+    config.write_text("max-concurrent = 4\n")
+    master.signal(signal.SIGHUP)
+    wait_until(lambda: old not in master.workers() and len(master.ready_workers()) == 1,
+               what="the new generation")  # fmt: skip
+    socks = open_clients(master.port, 4, b"GET /?ms=8000 HTTP/1.1\r\nHost: test\r\n\r\n")
+    try:
+        for sock in socks:  # headers come before the sleep: each request is in the worker
+            sock.settimeout(5)
+            assert sock.recv(100).startswith(b"HTTP/1.1 200"), master.stderr()[-2000:]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class Gate:
+    """An app whose handlers wait, after reading the request head, until the test opens the
+    gate from its own thread; ``entered`` counts the handlers waiting."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.event: asyncio.Event | None = None
+
+    async def onstream(self, server: Any, stream: Any) -> None:
+        await stream.get_headers()
+        if self.event is None:
+            self.loop, self.event = asyncio.get_running_loop(), asyncio.Event()
+        self.entered.release()
+        await self.event.wait()
+        await hello_reply(stream)
+
+    def wait_entered(self) -> None:
+        assert self.entered.acquire(timeout=10), "no handler started"
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker's loop (the loop of the first handler) and wait for it."""
+        assert self.loop is not None
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(lambda: done.set_result(fn()))
+        return done.result(10)
+
+    def open(self) -> None:
+        assert self.event is not None
+        self.call(self.event.set)
+
+    def release(self) -> None:
+        """Open the gate without waiting, if a handler ever ran (for teardown)."""
+        if self.loop is not None and self.event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+                self.loop.call_soon_threadsafe(self.event.set)
+
+
+async def hello_reply(stream: Any) -> None:
+    h = Headers()
+    h.append(":status", "200")
+    h.append("content-length", "6")
+    await stream.write_headers(h, False)
+    await stream.write_chunk(b"hello\n", True)
+
+
+def test_a_worker_at_max_concurrent_refuses_a_batch_rather_than_exceed_it(channel_peer, tcp_pair):
+    """The master's accounting keeps a forked worker under its limit (docs/master.md); a worker
+    whose limit is lower than the master thinks (an attached one) still never exceeds it: it
+    refuses the batch, closes its copies, and takes it once a connection has closed."""
+    gate = Gate()
+    peer = channel_peer(gate.onstream, gate.release, max_concurrent=1)
+    first, accepted = tcp_pair()
+    peer.send(wire.batch(1), [accepted.fileno()])
+    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 1)
+    accepted.close()
+    first.sendall(REQUEST)
+    gate.wait_entered()
+    second, accepted = tcp_pair()
+    peer.send(wire.batch(2), [accepted.fileno()])
+    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.REFUSE, 2)
+    gate.open()
+    assert read_response(first).endswith(b"hello\n")
+    peer.wait_closed(1)
+    peer.send(wire.batch(3), [accepted.fileno()])  # the master's copy, handed out again
+    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 3)
+    accepted.close()
+    second.sendall(REQUEST)
+    assert read_response(second).endswith(b"hello\n")
+
+
+def test_a_batch_arriving_after_close_is_refused_not_dropped(channel_peer, tcp_pair):
+    """``close`` takes what is on the channel; a batch that comes later is refused (the master
+    gives it to another worker), not taken by a closing server and closed unserved."""
+    gate = Gate()
+    peer = channel_peer(gate.onstream, gate.release)
+    first, accepted = tcp_pair()
+    peer.send(wire.batch(1), [accepted.fileno()])
+    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 1)
+    accepted.close()
+    first.sendall(REQUEST)
+    gate.wait_entered()  # a request in flight: the closing worker's loop runs on
+    gate.call(peer.worker.close)
+    second, accepted = tcp_pair()
+    peer.send(wire.batch(2), [accepted.fileno()])
+    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.REFUSE, 2)
+    second.setblocking(False)
+    with pytest.raises(BlockingIOError):  # still open: the master's copy is alive
+        second.recv(1)
+    gate.open()
+    assert read_response(first).endswith(b"hello\n")

@@ -32,6 +32,7 @@ class Slot(Generic[Conn]):
 
     key: Hashable
     generation: int = 0
+    limit: float = math.inf  # most outstanding connections (its server's max_concurrent)
     ready: bool = False
     closing: bool = False
     full: bool = False
@@ -48,7 +49,8 @@ class Dispatcher(Generic[Conn]):
     """The worker table and the policy.
 
     Args:
-        per_worker: most outstanding connections one worker may have (its ``max_concurrent``).
+        per_worker: most outstanding connections a worker may have (its ``max_concurrent``),
+            unless :meth:`add` gives it its own limit.
         policy: ``"balanced"`` (the policy above) or ``"round-robin"`` (each eligible worker in
             turn, blind to load: kept to measure what the balanced policy buys).
     """
@@ -66,9 +68,20 @@ class Dispatcher(Generic[Conn]):
 
     # -- the table --------------------------------------------------------------------------
 
-    def add(self, key: Hashable, generation: int | None = None) -> Slot[Conn]:
-        """A new worker (booting: not eligible until :meth:`ready`)."""
-        slot = Slot[Conn](key, self.generation if generation is None else generation)
+    def add(
+        self, key: Hashable, generation: int | None = None, limit: float | None = None
+    ) -> Slot[Conn]:
+        """A new worker (booting: not eligible until :meth:`ready`).
+
+        Args:
+            key: names the worker.
+            generation: its generation (default: the current one).
+            limit: its ``max_concurrent`` (default: ``per_worker``). A reload may change the
+                setting: each worker keeps the limit its server was started with.
+        """
+        generation = self.generation if generation is None else generation
+        limit = self.per_worker if limit is None else limit
+        slot = Slot[Conn](key, generation, limit)
         self.slots[key] = slot
         self._order.append(key)
         return slot
@@ -88,9 +101,7 @@ class Dispatcher(Generic[Conn]):
 
     def eligible(self, slot: Slot[Conn]) -> bool:
         """Could take a connection now (of any generation: see :meth:`_pick`)."""
-        return (
-            slot.ready and not slot.closing and not slot.full and slot.outstanding < self.per_worker
-        )
+        return slot.ready and not slot.closing and not slot.full and slot.outstanding < slot.limit
 
     def can_accept(self) -> bool:
         """Whether any worker could take a connection now (else leave clients in the backlog)."""

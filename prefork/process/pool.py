@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import selectors
 import signal
@@ -112,8 +113,7 @@ class Pool:
         self.config = config
         self.target = config.workers
         self.workers: dict[int, WorkerProcess] = {}
-        per_worker = config.server_options.get("max_concurrent", float("inf"))
-        self.dispatcher: Dispatcher[socket.socket] = Dispatcher(per_worker, config.dispatch)
+        self.dispatcher: Dispatcher[socket.socket] = Dispatcher(policy=config.dispatch)
         self.waiting: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, Callable[[int], None]] = {}
@@ -130,10 +130,14 @@ class Pool:
             if not (w.closing or w.recycling or w.attached) and w.generation == generation
         ]
 
+    def max_concurrent(self) -> float:
+        """The workers' ``max_concurrent`` in the current settings (a reload may change it)."""
+        return float(self.config.server_options.get("max_concurrent", math.inf))
+
     def add(self, worker: WorkerProcess, on_channel: ChannelHandler) -> None:
         """Put a new worker in the table; ``on_channel(pid, channel)`` reads its messages."""
         self.workers[worker.pid] = worker
-        self.dispatcher.add(worker.pid)
+        self.dispatcher.add(worker.pid, limit=self.max_concurrent())
         handler = functools.partial(on_channel, worker.pid)
         self.selector.register(worker.channel, selectors.EVENT_READ, handler)
 
