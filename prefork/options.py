@@ -40,6 +40,8 @@ class ServerOptions:
     max_header_count: int = DEFAULTS["max_header_count"]
     max_head_size: int = DEFAULTS["max_head_size"]
     max_body_size: int | None = DEFAULTS["max_body_size"]
+    max_buffered_body: int = DEFAULTS["max_buffered_body"]
+    write_timeout: float = DEFAULTS["write_timeout"]
     backlog: int = DEFAULTS["backlog"]
     h2_max_concurrent_streams: int = DEFAULTS["h2_max_concurrent_streams"]
     h2_initial_window_size: int = DEFAULTS["h2_initial_window_size"]

@@ -160,6 +160,13 @@ SERVER_OPTIONS = (
             "section) in bytes (431)", ("--max-head-size",), "BYTES"),
     Setting("max_body_size", Int(0), None, SERVER, "largest request body in bytes (413)",
             ("--max-body-size",), "BYTES", shown="unlimited"),
+    Setting("max_buffered_body", Int(1), 2621440, SERVER, "largest request body that the "
+            "whole-body reads (get_body_as_string, get_body_until) hold in memory (413); "
+            "streamed reads are not limited by it", ("--max-buffered-body",), "BYTES",
+            shown="2621440 (2.5 MiB)"),
+    Setting("write_timeout", SECONDS, 30.0, SERVER, "seconds a response may make no progress "
+            "because the client reads nothing (or opens no HTTP/2 window): then the HTTP/1 "
+            "connection is aborted, the HTTP/2 stream reset", ("--write-timeout",), "S"),
     Setting("backlog", Int(1), 2048, BOTH, "listen() backlog: where clients wait while no "
             "worker can take them", ("--backlog",), "N"),
     Setting("h2_max_concurrent_streams", Int(1, H2_MAX), 100, SERVER, "HTTP/2 "

@@ -17,6 +17,7 @@ import re
 import tempfile
 from typing import IO, Any
 
+from prefork.errors import ProtocolError
 from prefork.headers import Headers
 
 _BLOCK = 65536
@@ -34,12 +35,37 @@ class Stream(abc.ABC):
     status: int | None
     #: Response body bytes written so far.
     bytes_sent: int
+    #: True once the client has gone away (see :meth:`wait_disconnected`).
+    disconnected: bool
 
     def __init__(self) -> None:
         self._unget: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._gone: asyncio.Future[None] | None = None
+        self.disconnected = False
 
     # -- waiting for the connection ------------------------------------------------------------
+
+    def _disconnect(self) -> None:
+        """The client is gone (connection lost, stream reset): readers and watchers go on."""
+        self.disconnected = True
+        gone = self._gone
+        if gone is not None and not gone.done():
+            gone.set_result(None)
+        self._wake()
+
+    async def wait_disconnected(self) -> None:
+        """Return once the client has gone away: its connection closed or, on HTTP/2, its
+        stream reset (also when that happened before the call). Cancel it to stop watching.
+
+        For applications that must notice a client leaving while they are not reading (an
+        ASGI ``http.disconnect``, a long poll); ``disconnected`` tells it without waiting.
+        """
+        if self.disconnected:
+            return
+        if self._gone is None:
+            self._gone = self.connection.loop.create_future()
+        await asyncio.shield(self._gone)
 
     def _wake(self) -> None:
         """The connection fed the stream (data, end, error): a waiting reader goes on."""
@@ -120,12 +146,26 @@ class Stream(abc.ABC):
             self._unget.append(bytes(data))
 
     async def get_body_as_string(self, timeout: float | None = None) -> bytes:
-        """The whole (rest of the) request body as bytes (lua-http's name, Python's type)."""
+        """The whole (rest of the) request body as bytes (lua-http's name, Python's type).
+
+        Raises:
+            ProtocolError: (413) the body is larger than the server's ``max_buffered_body``;
+                a handler that lets it pass answers 413. Stream bigger bodies with
+                :meth:`get_next_chunk` or :meth:`save_body_to_file`.
+        """
         async with asyncio.timeout(timeout):
             parts = []
+            size = 0
             while (chunk := await self.get_next_chunk()) is not None:
                 parts.append(chunk)
+                size += len(chunk)
+                self._check_buffered(size)
         return b"".join(parts)
+
+    def _check_buffered(self, size: int) -> None:
+        limit = self.connection.max_buffered_body
+        if limit is not None and size > limit:
+            raise ProtocolError(f"request body over {limit} bytes cannot be buffered", 413)
 
     async def get_body_chars(self, n: int, timeout: float | None = None) -> bytes | None:
         """Exactly ``n`` bytes of body, fewer at its end, None when nothing is left."""
@@ -157,20 +197,30 @@ class Stream(abc.ABC):
 
         What follows the pattern stays for the next read. At the end of the body without a
         match, returns what was left (None if nothing was).
+
+        Raises:
+            ProtocolError: (413) more than ``max_buffered_body`` bytes without a match.
         """
-        regex = re.compile(re.escape(pattern) if plain else pattern)
-        buf = b""
+        buf = bytearray()
+        regex = None if plain else re.compile(pattern)
+        start = 0  # a literal cannot match before here: the buffer is searched once
         async with asyncio.timeout(timeout):
             while True:
-                match = regex.search(buf)
-                if match:
-                    end = match.end() if include_pattern else match.start()
-                    self.unget(buf[match.end() :])
-                    return buf[:end]
+                if regex is None:
+                    at = buf.find(pattern, start)
+                    span = (at, at + len(pattern)) if at >= 0 else None
+                    start = max(0, len(buf) - len(pattern) + 1)
+                else:
+                    found = regex.search(buf)
+                    span = found.span() if found else None
+                if span is not None:
+                    self.unget(bytes(buf[span[1] :]))
+                    return bytes(buf[: span[1] if include_pattern else span[0]])
                 chunk = await self.get_next_chunk()
                 if chunk is None:
-                    return buf or None
+                    return bytes(buf) or None
                 buf += chunk
+                self._check_buffered(len(buf))
 
     async def save_body_to_file(self, file: IO[bytes], timeout: float | None = None) -> None:
         """Write the rest of the request body to ``file`` (a binary file object)."""

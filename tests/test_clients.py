@@ -232,7 +232,7 @@ def test_httpx_streaming_download_of_chunked_body(serve) -> None:
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_httpx_large_upload_round_trips(serve, framing: str) -> None:
-    running = serve(echo)
+    running = serve(echo, max_buffered_body=8 * 1024 * 1024)  # echo reads the body whole
     data = pattern(6 * 1024 * 1024 + 7)
 
     def pieces() -> Iterator[bytes]:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import socket
 import subprocess
 import sys
 import time
+import types
+from typing import Any
 
+import h2.events as ev
+import h2.settings
 import httpx
 import pytest
+from h2.errors import ErrorCodes
 
 from prefork import server as prefork_server
-from tests.conftest import read_response
+from prefork.errors import ProtocolError
+from prefork.stream import Stream
+from tests.conftest import read_response, response_headers
 from tests.master_helpers import Masters, connect, raw_get, wait_until
+from tests.test_http2 import Raw
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,3 +122,164 @@ def test_app_file_named_like_a_stdlib_module(tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '{"loaded": "onstream"}'
+
+
+# -- item 6: write_timeout ------------------------------------------------------------------------
+
+
+def writer(outcome: list[Any], file: Any = None) -> Any:
+    """A handler that writes until the client's not reading stops it; records how it ended."""
+
+    async def onstream(server: Any, stream: Any) -> None:
+        if (await stream.get_headers()).get(":path") == "/ok":
+            await stream.write_headers(response_headers(), True)
+            return
+        await stream.write_headers(response_headers(), False)
+        started = time.monotonic()
+        try:
+            if file is not None:
+                await stream.write_body_from_file(file)
+            else:
+                while time.monotonic() - started < 20:
+                    await stream.write_chunk(b"x" * 65536, False)
+        except Exception as exc:
+            outcome.append((type(exc), time.monotonic() - started))
+            raise
+
+    return onstream
+
+
+def silent_client(running: Any, request: bytes) -> socket.socket:
+    sock = running.connect()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(request)
+    return sock  # and never reads
+
+
+@pytest.mark.parametrize("body", ["chunks", "sendfile"])
+def test_write_timeout_cuts_off_a_client_that_reads_nothing(serve, tmp_path, body: str) -> None:
+    outcome: list[Any] = []
+    file = None
+    if body == "sendfile":
+        path = tmp_path / "big"
+        path.write_bytes(b"y" * (64 * 1024 * 1024))
+        file = path.open("rb")
+    running = serve(writer(outcome, file), write_timeout=0.5)
+    try:
+        with silent_client(running, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+            wait_until(lambda: outcome, timeout=15, what="the write to be cut off")
+            kind, after = outcome[0]
+            assert kind is BrokenPipeError and after < 10, outcome
+    finally:
+        if file is not None:
+            file.close()
+    assert raw_get(running.port, "/ok")[0] == 200, "the server serves on"
+    assert outcome[1:] == [] and running.errors == [], "nothing else failed"
+
+
+def test_write_timeout_resets_an_http2_stream_without_window(serve) -> None:
+    """The client opens no window: that stream is reset (CANCEL), the connection lives."""
+    outcome: list[Any] = []
+
+    async def onstream(server: Any, stream: Any) -> None:
+        if stream.request_headers.get(":path") == "/ping":
+            await stream.write_headers(response_headers("204"), True)
+            return
+        await writer(outcome)(server, stream)
+
+    running = serve(onstream, write_timeout=0.5)
+    client = Raw(running, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    try:
+        sid = client.get("/")
+        client.wait(lambda es: any(isinstance(e, ev.StreamReset) for e in es), "RST_STREAM")
+        reset = next(e for e in client.events if isinstance(e, ev.StreamReset))
+        assert (reset.stream_id, reset.error_code) == (sid, ErrorCodes.CANCEL)
+        wait_until(lambda: outcome, what="the handler's write to fail")
+        assert outcome[0][0] is BrokenPipeError
+        ping = client.get("/ping")
+        heads, _ = client.response(ping)
+        assert heads[":status"] == "204", "the connection serves on"
+    finally:
+        client.close()
+
+
+# -- item 7: whole-body reads are bounded, streamed reads are not -------------------------------
+
+
+async def whole(server: Any, stream: Any) -> None:
+    await stream.get_headers()
+    body = await stream.get_body_as_string()
+    await stream.write_headers(response_headers(), False)
+    await stream.write_chunk(str(len(body)).encode(), True)
+
+
+async def until_end(server: Any, stream: Any) -> None:
+    await stream.get_headers()
+    body = await stream.get_body_until(b"END")
+    await stream.write_headers(response_headers(), False)
+    await stream.write_chunk(str(len(body or b"")).encode(), True)
+
+
+async def streamed(server: Any, stream: Any) -> None:
+    await stream.get_headers()
+    size = 0
+    while (chunk := await stream.get_next_chunk()) is not None:
+        size += len(chunk)
+    await stream.write_headers(response_headers(), False)
+    await stream.write_chunk(str(size).encode(), True)
+
+
+@pytest.mark.parametrize(("handler", "status"), [(whole, 413), (until_end, 413), (streamed, 200)])
+def test_whole_body_reads_have_a_finite_default(serve, handler: Any, status: int) -> None:
+    running = serve(handler)
+    body = b"z" * (3 * 1024 * 1024)  # over the 2.5 MiB default of max_buffered_body
+    with httpx.Client(timeout=30) as client:
+        response = client.post(f"http://127.0.0.1:{running.port}/", content=body)
+    assert response.status_code == status
+    if status == 200:
+        assert response.text == str(len(body))
+
+
+class Feed(Stream):
+    """An in-memory stream: a body in given pieces (the body helpers are written once on
+    ``_read_chunk``; the protocols are tested elsewhere)."""
+
+    def __init__(self, pieces: list[bytes], limit: int | None) -> None:
+        super().__init__()
+        self.pieces = list(pieces)
+        self.connection = types.SimpleNamespace(max_buffered_body=limit)
+
+    async def _read_chunk(self, timeout: float | None) -> bytes | None:
+        return self.pieces.pop(0) if self.pieces else None
+
+    async def get_headers(self, timeout: float | None = None) -> None:
+        return None
+
+    async def write_headers(self, headers: Any, end_stream: bool, timeout: Any = None) -> None:
+        raise NotImplementedError("not used")
+
+    async def write_chunk(self, data: bytes, end_stream: bool, timeout: Any = None) -> None:
+        raise NotImplementedError("not used")
+
+    def _end(self, status: int) -> None:
+        raise NotImplementedError("not used")
+
+
+def test_get_body_until_is_linear_and_exact() -> None:
+    """2 MiB in 1 KiB pieces before the pattern: each piece is searched once (rescanning
+    the whole buffer per piece took seconds); a pattern split across pieces is found."""
+    pieces = [b"a" * 1024] * 2048 + [b"xxE", b"ND", b"rest"]
+    stream = Feed(pieces, None)
+    started = time.process_time()
+    got = asyncio.run(stream.get_body_until(b"END"))
+    assert time.process_time() - started < 2
+    assert got == b"a" * (2048 * 1024) + b"xx"
+    assert asyncio.run(stream.get_body_as_string()) == b"rest"
+    with_pattern = Feed([b"12EN", b"D34"], None)
+    assert asyncio.run(with_pattern.get_body_until(b"END", include_pattern=True)) == b"12END"
+    regex = Feed([b"ab1", b"23cd"], None)
+    assert asyncio.run(regex.get_body_until(rb"\d+", plain=False)) == b"ab"
+    limited = Feed([b"a" * 1024] * 8, 4096)
+    with pytest.raises(ProtocolError) as info:
+        asyncio.run(limited.get_body_until(b"END"))
+    assert info.value.status == 413

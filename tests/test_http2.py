@@ -342,7 +342,7 @@ def test_idle_stream_does_not_block_the_server(serve, raw) -> None:
 
 def test_large_bodies_both_ways_with_flow_control(serve) -> None:
     body = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # 5 MiB, far beyond any window
-    running = serve(echo)
+    running = serve(echo, max_buffered_body=len(body))  # echo reads the body whole
     with prior_knowledge(running) as client:
         r = client.post("/big", content=body)
     assert r.status_code == 200

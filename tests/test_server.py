@@ -575,7 +575,7 @@ def test_unread_body_back_pressures_then_arrives_whole(serve):
         await stream.write_headers(h, False)
         await stream.write_chunk(str(len(body)).encode(), True)
 
-    running = serve(late_reader)
+    running = serve(late_reader, max_buffered_body=2 * size)
     with running.connect() as sock:
         sock.sendall(f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
         sent = 0

@@ -211,8 +211,10 @@ def peer_certificate(sock: ssl.SSLSocket) -> x509.Certificate:
 def test_https_keep_alive_get_and_post_large_bodies(serve, mode: bool | None) -> None:
     seen: list[Any] = []
     errors: list[Any] = []
-    running = serve(make_echo(seen), tls=mode, onerror=recorder(errors))
     upload = pattern(3 * 1024 * 1024 + 7)
+    running = serve(
+        make_echo(seen), tls=mode, onerror=recorder(errors), max_buffered_body=2 * len(upload)
+    )
     with https(running) as conn:
         info, _ = parse(request(conn, "GET", "/"))
         assert info == {

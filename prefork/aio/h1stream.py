@@ -83,10 +83,14 @@ class H1Stream(Stream):
         self._read_error = exc
         self._wake()
 
+    def _peer_closed(self) -> None:
+        """The client shut its sending side (EOF): a response may still reach it."""
+        self._disconnect()
+
     def _lost(self) -> None:
         if not self._body_done and self._read_error is None:
             self._read_error = ConnectionResetError("client closed the connection")
-        self._wake()
+        self._disconnect()
 
     # -- reading ----------------------------------------------------------------------------------
 

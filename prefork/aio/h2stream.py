@@ -102,13 +102,13 @@ class H2Stream(Stream):
         self._reset = True
         if not self._body_done:
             self._read_error = ConnectionResetError(f"client reset the stream ({code})")
-        self._wake()
+        self._disconnect()
 
     def _lost(self) -> None:
         self._reset = True
         if not self._body_done and self._read_error is None:
             self._read_error = ConnectionResetError("client closed the connection")
-        self._wake()
+        self._disconnect()
 
     def _ack(self) -> None:
         if self._unacked:
@@ -270,7 +270,12 @@ class H2Stream(Stream):
         conn._flush()  # what fits must leave before waiting: it is what opens the window
         waiter = conn._windows[self.stream_id] = conn.loop.create_future()
         try:
-            await waiter
+            async with asyncio.timeout(conn.write_timeout):
+                await waiter
+        except TimeoutError:
+            # write_timeout: the client opened no window; the others on the connection live on
+            self.rst_stream(ErrorCodes.CANCEL)
+            raise BrokenPipeError("the client opened no window for write_timeout") from None
         finally:
             conn._windows.pop(self.stream_id, None)
 

@@ -17,6 +17,7 @@ the transport's buffer is over its high-water mark.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 from typing import Any
@@ -33,12 +34,12 @@ from prefork.aio.common import (
 from prefork.aio.deadline import Deadline
 from prefork.aio.h1stream import H1Stream
 from prefork.aio.host import ConnectionHost
-from prefork.aio.http2 import H2Connection
+from prefork.aio.http2 import upgrade_h2c
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
-from prefork.protocol.http2 import SWITCHING, h2c_upgrade
 
 HIGH_WATER = 256 * 1024
+SENDFILE_PIECE = 256 * 1024  # a client slower than this per write_timeout is cut off
 PIPELINE_LIMIT = 64 * 1024
 LINGER = 2.0
 
@@ -57,6 +58,9 @@ class H1Connection(asyncio.Protocol):
         self.scheme = "http" if tls is None else "https"
         self._options = options = host.options
         self.version: float = options.version or 1.1
+        self.max_buffered_body = options.max_buffered_body
+        timeout = options.write_timeout
+        self._write_timeout = None if math.isinf(timeout) else timeout
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._parser = http1.RequestParser(host.limits)
         self._stream: H1Stream | None = None
@@ -66,6 +70,8 @@ class H1Connection(asyncio.Protocol):
         self._reading = True
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        # write_timeout: a client that reads nothing while our buffer is full is cut off
+        self._write_deadline = Deadline(self.loop, self._write_stalled)
         self._deadline = Deadline(self.loop, self._timed_out)
 
     def __repr__(self) -> str:
@@ -98,12 +104,15 @@ class H1Connection(asyncio.Protocol):
         self._peer_eof = True
         self._parser.receive_data(b"")
         self._pump()
+        if self._stream is not None:  # the client will send nothing more: for the app, gone
+            self._stream._peer_closed()
         return True  # keep the write side open: a response may still be owed
 
     def connection_lost(self, exc: Exception | None) -> None:
         taken = self._state == TAKEN
         self._state = CLOSED
         self._deadline.cancel()
+        self._write_deadline.cancel()
         stream = self._stream
         if stream is not None and not taken:
             stream._lost()
@@ -112,10 +121,17 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._write_deadline.arm(self._options.write_timeout)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._write_deadline.clear()
         self._wake_writers()
+
+    def _write_stalled(self) -> None:
+        # The client read nothing for write_timeout while responses waited: it is gone in
+        # all but name. Abort: connection_lost wakes every writer with BrokenPipeError.
+        self.transport.abort()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -161,37 +177,10 @@ class H1Connection(asyncio.Protocol):
     def _on_request(self, event: http1.Request) -> None:
         self._deadline.clear()  # the handler's time is its own
         info = http1.describe_request(event, self.scheme)
-        if info.headers.has("http2-settings") and self._upgrade_h2c(info):
+        if info.headers.has("http2-settings") and upgrade_h2c(self, info):
             return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
         stream = self._stream = H1Stream(self, info)
         self.host.add_stream(stream)
-
-    def _upgrade_h2c(self, info: http1.RequestInfo) -> bool:
-        """Switch to HTTP/2 for an ``Upgrade: h2c`` request (RFC 7540 section 3.2).
-
-        Which requests qualify is :func:`~prefork.protocol.http2.h2c_upgrade`'s decision; only
-        a plain connection of a server that allows HTTP/2 (``version`` None) is considered.
-
-        Returns:
-            True when the connection now speaks HTTP/2 and the request is its stream 1.
-        """
-        if self.tls is not None or self._options.version is not None:
-            return False
-        upgrade = h2c_upgrade(info.headers, info.version)
-        if upgrade is None:
-            return False
-        transport = self.transport
-        self._state = TAKEN  # its timer and callbacks stand down
-        data = self._parser.take_trailing_data()
-        transport.write(SWITCHING)
-        conn = H2Connection(self.host, upgrade=upgrade)
-        transport.set_protocol(conn)
-        conn.connection_made(transport)
-        self.host.untrack(self)
-        transport.resume_reading()
-        if data:
-            conn.data_received(data)
-        return True
 
     def _on_protocol_error(self, exc: ProtocolError) -> None:
         stream = self._stream
@@ -319,8 +308,21 @@ class H1Connection(asyncio.Protocol):
             drain.set_result(None)
 
     async def _sendfile(self, file: Any, offset: int, count: int) -> None:
-        await self._wait_writable(None)
-        await self.loop.sendfile(self.transport, file, offset, count)
+        # In pieces, each within write_timeout: sendfile(2) waits for the socket on its own,
+        # so a client that stops reading would otherwise hold the connection for ever.
+        end = offset + count
+        while offset < end:
+            await self._wait_writable(None)
+            piece = min(SENDFILE_PIECE, end - offset)
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await self.loop.sendfile(self.transport, file, offset, piece)
+            except TimeoutError:
+                self.transport.abort()
+                raise BrokenPipeError("the client read nothing for write_timeout") from None
+            except ConnectionError as exc:  # asyncio's plain "Connection closed by peer"
+                raise BrokenPipeError(str(exc)) from None
+            offset += piece
 
     # -- lua-http connection methods -------------------------------------------------------------
 
@@ -351,6 +353,7 @@ class H1Connection(asyncio.Protocol):
         data = await self._detach()
         transport = self.transport
         self._deadline.cancel()
+        self._write_deadline.cancel()
         self.host.connection_lost(self)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

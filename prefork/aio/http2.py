@@ -1,28 +1,20 @@
 """One HTTP/2 connection on asyncio: bytes between the socket and :class:`H2Protocol`.
 
-:class:`H2Connection` is an ``asyncio.Protocol`` like ``prefork.aio.http1.H1Connection``:
-received bytes go to the sans-I/O :class:`~prefork.protocol.http2.H2Protocol`, each new
-request becomes an :class:`~prefork.aio.h2stream.H2Stream` handed to the server (which runs
-``onstream`` in a task of its own, so streams never wait for each other), and what h2 queues
-is written once per loop iteration. It owns the connection's one deadline:
-``connection_setup_timeout`` until the first bytes when nothing came before,
-``intra_stream_timeout`` while no stream is open.
-
-Flow control (RFC 9113 section 5.2): a stream's body is returned to the client's window as
-its handler reads it, so an idle handler stops its own stream; the connection window is
-opened wide at start (``H2Protocol``) so that it never holds the others. Writers wait for
-send window per stream, and for the transport while its buffer is over the high-water mark.
-
-``close_gracefully()`` (``Server.close()``) sends GOAWAY with the last stream taken: those
-finish, later ones are refused (RFC 9113 section 6.8), and the connection closes when the
-last open stream is done. An HTTP/1.1 ``Upgrade: h2c`` request (RFC 7540 section 3.2) makes
-a connection with ``upgrade=``: the request is its stream 1 (``H1Connection`` switches).
+Received bytes go to the sans-I/O :class:`~prefork.protocol.http2.H2Protocol`; each request
+becomes an :class:`~prefork.aio.h2stream.H2Stream` whose ``onstream`` runs in a task of its
+own; what h2 queues is written once per loop iteration. One deadline: set-up until the first
+bytes, ``intra_stream_timeout`` while no stream is open. Flow control (RFC 9113 section 5.2):
+a body returns to the client's window as its handler reads it, the connection window is
+opened wide at start. ``close_gracefully()`` sends GOAWAY (RFC 9113 section 6.8): streams
+taken finish, later ones are refused. :func:`upgrade_h2c` turns an HTTP/1.1 ``Upgrade: h2c``
+request into stream 1 of a new connection (RFC 7540 section 3.2). docs/http2.md has more.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 import h2.events as ev
 import h2.exceptions
@@ -30,12 +22,16 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from prefork.aio.common import transport_name
+from prefork.aio.common import TAKEN, transport_name
 from prefork.aio.deadline import Deadline
 from prefork.aio.h2stream import H2Stream
 from prefork.aio.host import ConnectionHost
 from prefork.headers import Headers
 from prefork.protocol import http2 as proto
+
+if TYPE_CHECKING:  # the h2c switch takes an HTTP/1 connection over (http1 imports us)
+    from prefork.aio.http1 import H1Connection
+    from prefork.protocol.http1 import RequestInfo
 
 
 class H2Connection(asyncio.Protocol):
@@ -60,6 +56,9 @@ class H2Connection(asyncio.Protocol):
         self.loop = host.loop
         self._options = host.options
         self.max_body_size = host.limits.max_body_size
+        self.max_buffered_body = self._options.max_buffered_body
+        timeout = self._options.write_timeout
+        self.write_timeout = None if math.isinf(timeout) else timeout
         self.tls = tls
         self.scheme = "http" if tls is None else "https"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -78,6 +77,8 @@ class H2Connection(asyncio.Protocol):
         self._closing = False  # close_gracefully() waits for a first request
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        # write_timeout: a client that reads nothing while our buffer is full is cut off
+        self._write_deadline = Deadline(self.loop, self._write_stalled)
         self._flush_handle: asyncio.Handle | None = None
         self._deadline = Deadline(self.loop, self._timed_out)
 
@@ -136,6 +137,7 @@ class H2Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._deadline.cancel()
+        self._write_deadline.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -148,10 +150,17 @@ class H2Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._write_deadline.arm(self._options.write_timeout)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._write_deadline.clear()
         self._wake_writers()
+
+    def _write_stalled(self) -> None:
+        # The client read nothing for write_timeout while responses waited: it is gone in
+        # all but name. Abort: connection_lost wakes every writer with BrokenPipeError.
+        self.transport.abort()
 
     # -- h2 events ---------------------------------------------------------------------------
 
@@ -360,3 +369,31 @@ _HANDLERS: dict[type, Any] = {
     ev.RemoteSettingsChanged: H2Connection._on_settings,
     ev.ConnectionTerminated: H2Connection._on_goaway,
 }
+
+
+def upgrade_h2c(h1: H1Connection, info: RequestInfo) -> bool:
+    """Switch ``h1`` to HTTP/2 for an ``Upgrade: h2c`` request (RFC 7540 section 3.2).
+
+    Which requests qualify is :func:`~prefork.protocol.http2.h2c_upgrade`'s decision; only a
+    plain connection of a server that allows HTTP/2 (``version`` None) is considered.
+
+    Returns:
+        True when the connection now speaks HTTP/2 and the request is its stream 1.
+    """
+    if h1.tls is not None or h1.host.options.version is not None:
+        return False
+    upgrade = proto.h2c_upgrade(info.headers, info.version)
+    if upgrade is None:
+        return False
+    transport = h1.transport
+    h1._state = TAKEN  # its timer and callbacks stand down
+    data = h1._parser.take_trailing_data()
+    transport.write(proto.SWITCHING)
+    conn = H2Connection(h1.host, upgrade=upgrade)
+    transport.set_protocol(conn)
+    conn.connection_made(transport)
+    h1.host.untrack(h1)
+    transport.resume_reading()
+    if data:
+        conn.data_received(data)
+    return True
