@@ -12,9 +12,7 @@ have reported nothing.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -23,16 +21,15 @@ import pytest
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
 from prefork.protocol.http1 import Limits, RequestParser, describe_request
-from tests.conftest import Running, response_headers
+from tests.conftest import Running
+from tests.requests.client import ECHOED, Client, echo
 from tests.requests.corpus import Case, load_all
 
 CASES = load_all()
 IDS = [case.id for case in CASES]
 READ_TIMEOUT = 3.0  # a server that never answers fails fast, well under pytest-timeout
-ECHOED = (":method", ":path", ":authority", ":scheme", "host")  # sent back as x-method...
 # within every case's limits (max_request_line=17, max_head_size=100, max_header_count=3)
 FOLLOW_UP = b"GET /n HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) [\x20-\x7e]*\Z")
 
 
 def test_the_corpus_covers_both_kinds() -> None:
@@ -91,78 +88,9 @@ def test_parser(case: Case, how: str) -> None:
 # -- (b) a real server ---------------------------------------------------------------------------
 
 
-async def echo(server: Any, stream: Any) -> None:
-    """Answer 200 with the request body, and the request's pseudo-headers and Host as x-*."""
-    headers = await stream.get_headers()
-    body = await stream.get_body_as_string()
-    answer = response_headers("200", content_length=str(len(body)))
-    for name in ECHOED:
-        value = headers.get(name)
-        if value is not None:
-            answer.append("x-" + name.lstrip(":"), value)
-    await stream.write_headers(answer, False)
-    await stream.write_chunk(body, True)
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def get(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key == name]
-
-
-class Client:
-    """A raw socket client that reads one response at a time (Content-Length framed)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-
-    def _fill(self) -> bool:
-        try:
-            data = self.sock.recv(65536)
-        except ConnectionResetError:
-            data = b""
-        self.buf += data
-        return bool(data)
-
-    def reply(self, body: bool = True) -> Reply:
-        while b"\r\n\r\n" not in self.buf:
-            assert self._fill(), f"the connection ended before a response: {self.buf[:200]!r}"
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        status_line, *lines = head.split(b"\r\n")
-        match = STATUS_LINE.match(status_line)
-        assert match, f"bad status line {status_line!r}"
-        headers = []
-        for line in lines:
-            name, colon, value = line.partition(b":")
-            assert colon and name.strip() == name, f"bad response field line {line!r}"
-            headers.append((name.decode("latin-1").lower(), value.strip().decode("latin-1")))
-        reply = Reply(int(match.group(1)), headers, b"")
-        if not body:  # HEAD, CONNECT
-            return reply
-        lengths = reply.get("content-length")
-        assert len(lengths) == 1, f"responses here are framed by one content-length: {headers}"
-        size = int(lengths[0])
-        while len(self.buf) < size:
-            assert self._fill(), "the connection ended in a response body"
-        reply.body, self.buf = self.buf[:size], self.buf[size:]
-        return reply
-
-    def rest(self) -> bytes:
-        """Everything until the server closes (bounded by the socket's timeout)."""
-        while self._fill():
-            pass
-        rest, self.buf = self.buf, b""
-        return rest
-
-
 def exchange(running: Running, case: Case) -> None:
     with running.connect(READ_TIMEOUT) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        with contextlib.suppress(OSError):  # EPIPE, ECONNRESET, ENOTCONN: the server closed first
             sock.sendall(case.raw)  # the server may answer and close before taking it all
             if case.eof:
                 sock.shutdown(socket.SHUT_WR)
