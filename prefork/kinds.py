@@ -165,9 +165,10 @@ class Choice(Kind):
 
 @dataclass(frozen=True)
 class Str(Kind):
-    """A non-empty ``str`` (``bytes_ok``: or ``bytes``, for paths)."""
+    """A non-empty ``str`` (``bytes_ok``: or ``bytes``, for paths; ``empty_ok``: may be "")."""
 
     bytes_ok: bool = False
+    empty_ok: bool = False
 
     def describe(self) -> str:
         return "string"
@@ -180,7 +181,7 @@ class Str(Kind):
     def load(self, value: Any, label: str) -> str:
         if not isinstance(value, str):
             raise TypeError(f"{label} must be a string, got {_type_name(value)}")
-        if not value:
+        if not value and not self.empty_ok:
             raise ValueError(f"{label} must not be empty")
         return value
 

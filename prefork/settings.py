@@ -115,6 +115,8 @@ TLS = Choice({"on": True, "off": False, "auto": None}, error=TypeError)
 VERSION = Choice({"1.0": 1.0, "1.1": 1.1, "2": 2.0})
 LOG_LEVELS = Choice({n: n for n in ("debug", "info", "warning", "error", "critical")})
 DISPATCH = Choice({"balanced": "balanced", "round-robin": "round-robin"})
+INTERFACE = Choice({n: n for n in ("auto", "stream", "asgi", "wsgi")})
+LIFESPAN = Choice({n: n for n in ("auto", "on", "off")})
 H2_MAX = 2**31 - 1  # RFC 9113 section 6.5.2: the ranges each HTTP/2 setting may take
 
 # fmt: off
@@ -133,6 +135,21 @@ COMMAND = (
             ("-w", "--workers"), "N", shown="the CPU count"),
     Setting("preload", Bool(), False, MASTER, "import APP in the master before forking (a "
             "reload then needs a restart)", ("--preload",)),
+    Setting("interface", INTERFACE, "auto", MASTER, "how APP is called: stream (async "
+            "onstream(server, stream)), asgi (ASGI 3), wsgi (PEP 3333); auto tells them apart "
+            "by the callable's signature", ("--interface",)),
+    Setting("factory", Bool(), False, MASTER, "APP names a function that returns the "
+            "application: each worker calls it", ("--factory",)),
+    Setting("app_dir", Str(), None, MASTER, "directory put first on the import path for APP",
+            ("--app-dir",), "DIR", shown="the current directory"),
+    Setting("root_path", Str(empty_ok=True), "", MASTER, "the path prefix the app is mounted "
+            "at behind a proxy: ASGI root_path, WSGI SCRIPT_NAME", ("--root-path",), "PATH",
+            shown="none"),
+    Setting("lifespan", LIFESPAN, "auto", MASTER, "ASGI lifespan events, once per worker before "
+            "it takes connections: on, off, or auto (on unless the app refuses them)",
+            ("--lifespan",)),
+    Setting("threads", Int(1), 8, MASTER, "threads per worker that run a WSGI app",
+            ("--threads",), "N"),
 )
 
 SERVER_OPTIONS = (

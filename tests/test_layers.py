@@ -13,9 +13,12 @@ The rules, in the words of docs/architecture.md, "Layers":
 5. No import cycle anywhere in ``prefork/``. An import under ``if TYPE_CHECKING:`` runs never
    and may point back (a connection and its stream name each other's types); it still counts
    for rules 1 to 4. A package's ``__init__`` importing its own modules is no cycle.
-6. A private name (``_x``) is used only in the package that defines it: no
+6. ``apps/`` (ASGI, WSGI, interface detection) is an adapter on the written stream contract:
+   it imports ``stream``, ``headers``, ``errors``, ``websocket`` and its own modules, never the
+   glue, the server or the processes that run it.
+7. A private name (``_x``) is used only in the package that defines it: no
    ``from m import _x`` across modules, no ``obj._x`` on a name defined in another package.
-7. Size: no module over 400 lines, no function over 60.
+8. Size: no module over 400 lines, no function over 60.
 
 Each rule is a function over a table of modules; ``test_rules_catch_a_deliberate_break``
 breaks each rule in a copy of the table and checks that the rule notices.
@@ -51,6 +54,13 @@ AIO_MUST_NOT_IMPORT = (
     "prefork.app",
 )
 IO_MODULES = NOT_SANS_IO | {"psutil", "fcntl", "mmap", "prefork.process.fdpass", "struct"}
+APPS_MAY_IMPORT = (
+    "prefork.stream",
+    "prefork.headers",
+    "prefork.errors",
+    "prefork.websocket",
+    "prefork.apps",
+)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # Private names of the standard library and of namedtuples that are public API in fact.
@@ -213,6 +223,16 @@ def rule_server_runs_no_processes(mods: dict[str, Module]) -> list[str]:
     ]
 
 
+def rule_apps_on_the_contract(mods: dict[str, Module]) -> list[str]:
+    return [
+        f"{mod.name} imports {imp}"
+        for mod in mods.values()
+        if mod.name.startswith("prefork.apps")
+        for imp in sorted(_prefork_imports(mod))
+        if not imp.startswith(APPS_MAY_IMPORT)
+    ]
+
+
 def find_cycle(mods: dict[str, Module]) -> list[str]:
     """One import cycle among run-time imports, as a path, or []."""
     graph = {
@@ -273,6 +293,7 @@ RULES = [
     rule_aio_is_glue,
     rule_dispatch_is_pure,
     rule_server_runs_no_processes,
+    rule_apps_on_the_contract,
     rule_no_cycle,
     rule_private_names_stay_home,
     rule_small_modules,
@@ -327,6 +348,10 @@ def test_rules_catch_a_deliberate_break() -> None:
     assert broken(
         rule_server_runs_no_processes,
         lambda m: m["prefork.server"].imports.add("prefork.process.worker"),
+    )
+    assert broken(
+        rule_apps_on_the_contract,
+        lambda m: m["prefork.apps.detect"].imports.add("prefork.aio.http1"),
     )
     assert broken(rule_no_cycle, lambda m: m["prefork.headers"].imports.add("prefork.server"))
     assert broken(
