@@ -1,0 +1,1 @@
+"""Application interfaces as adapters on the stream contract: ASGI, WSGI, interface detection."""
