@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import json
 import os
+import selectors
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from prefork.process import control
+from prefork.process import control, controlserver
+from prefork.process.controlserver import ControlServer
 from tests.helpers import wait_until
 from tests.master_helpers import REPO, clean_env, get
 
@@ -219,3 +222,110 @@ def test_control_never_imports_the_master():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in imported if m and m.startswith("prefork.process")]
+
+
+# -- the server side, driven turn by turn ----------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Client:
+    """A control client that never blocks: ``poll()`` reads what has arrived."""
+
+    def __init__(self, path: str, line: bytes = b"") -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.sock.setblocking(False)
+        if line:
+            self.sock.sendall(line)
+        self.received = b""
+        self.eof = False
+
+    def poll(self) -> bool:
+        """Read what is there; whether the server has closed the connection."""
+        while not self.eof:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            self.received += data
+            self.eof = not data
+        return self.eof
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A ControlServer on the test's own selector and clock, with a FakeMaster behind it."""
+    worker = control.WorkerStatus(os.getpid(), 1, 0.0, 0.0, 3, 1, 4, ready=True)
+    sel = selectors.DefaultSelector()
+    clock = Clock()
+    server = ControlServer(str(tmp_path / "ctl.sock"), FakeMaster([worker]), sel, clock)
+    clients: list[Client] = []
+
+    def connect(line: bytes = b"") -> Client:
+        clients.append(Client(server.path, line))
+        return clients[-1]
+
+    def turns(until, limit: int = 200) -> None:
+        """Run the master's part (select, callbacks, expire) until ``until()``, boundedly."""
+        for _ in range(limit):
+            if until():
+                return
+            for key, _ in sel.select(0.05):
+                key.data(key.fileobj)
+            server.expire()
+        assert until()
+
+    yield server, clock, connect, turns
+    server.close()
+    sel.close()
+    for client in clients:
+        client.sock.close()
+
+
+def test_control_server_answers_beside_silent_clients_and_closes_them_at_their_deadline(served):
+    server, clock, connect, turns = served
+    silent = [connect() for _ in range(3)]
+    turns(lambda: len(server.clients) == 3)
+    client = connect(b"status --json\n")
+    turns(client.poll)
+    assert json.loads(client.received)[0]["pid"] == os.getpid()
+    assert not any(s.poll() for s in silent)  # still waiting for their line
+    assert server.next_deadline() == clock.now + controlserver.CLIENT_DEADLINE
+    clock.now += controlserver.CLIENT_DEADLINE
+    server.expire()
+    assert all(s.poll() for s in silent) and server.clients == {}
+    assert server.next_deadline() is None
+
+
+def test_control_server_bounds_the_line_and_the_clients(served):
+    server, clock, connect, turns = served
+    long = connect(b"x" * (controlserver.LINE_MAX + 1))
+    turns(long.poll)
+    assert long.received == b"error: command longer than 1024 bytes\n"
+    split = connect(b"work")  # a line in two parts, the second after a turn
+    turns(lambda: len(server.clients) == 1)
+    split.sock.sendall(b"ers 2\n")
+    turns(split.poll)
+    assert split.received == b"ok: 2 workers\n"
+    crowd: list[Client] = []
+    while len(crowd) < controlserver.MAX_CLIENTS + 4:  # a few at a time: the backlog is 8
+        crowd += [connect() for _ in range(4)]
+        want = min(len(crowd), controlserver.MAX_CLIENTS)
+        turns(lambda want=want: len(server.clients) == want)
+    for _ in range(3):  # the others wait in the backlog, not in the master
+        for key, _ in server.selector.select(0.01):
+            key.data(key.fileobj)
+    assert len(server.clients) == controlserver.MAX_CLIENTS
+    clock.now += controlserver.CLIENT_DEADLINE  # those served time out; the rest get in
+    turns(lambda: all(c.poll() for c in crowd[: controlserver.MAX_CLIENTS]))
+    turns(lambda: len(server.clients) == 4)
+    last = connect(b"pause\n")
+    turns(last.poll)
+    assert last.received == b"ok: pause\n"

@@ -18,6 +18,8 @@ import re
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +34,7 @@ from prefork.process import fdpass, wire
 from prefork.process.worker import Worker
 from tests.conftest import hello
 from tests.helpers import read_response, wait_until
-from tests.master_helpers import MasterProc, Masters, alive, get, raw_get
+from tests.master_helpers import REPO, MasterProc, Masters, alive, clean_env, get, raw_get
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 
@@ -477,3 +479,42 @@ def test_a_batch_arriving_after_close_is_refused_not_dropped(channel_peer, tcp_p
     gate.open()
     assert read_response(first).endswith(b"hello\n")
 
+
+# -- 10. the control socket never blocks the master ----------------------------------------------
+
+
+def test_silent_control_clients_do_not_hold_up_requests(start_master, tmp_path):
+    """Eight clients connect to --control-socket and say nothing. The master serves them from
+    its selector, so 50 requests meanwhile are answered at once (a master that waited a second
+    for each silent client took eight), ``prefork ctl status`` still answers, and each silent
+    client is closed at its deadline."""
+    path = str(tmp_path / "ctl.sock")
+    master = start_master("pid", "--control-socket", path, workers=1)
+    silent = []
+    try:
+        for _ in range(8):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            silent.append(sock)
+            sock.connect(path)
+        started = time.monotonic()
+        for _ in range(50):
+            assert get(master.port, timeout=10)[0] == 200
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.0, f"50 requests took {elapsed:.1f} s beside silent control clients"
+        status = ctl(path, "status")
+        assert status.returncode == 0 and f"master {master.pid}: 1 workers" in status.stdout
+        for sock in silent:
+            sock.settimeout(10)
+            assert sock.recv(100) == b"", "a silent client is closed at its deadline"
+    finally:
+        for sock in silent:
+            sock.close()
+    master.check_running()
+
+
+def ctl(path: str, *words: str) -> subprocess.CompletedProcess[str]:
+    """``prefork ctl --control-socket PATH WORDS``, bounded."""
+    return subprocess.run(
+        [sys.executable, "-m", "prefork", "ctl", "--control-socket", path, *words],
+        capture_output=True, text=True, timeout=20, cwd=REPO, env=clean_env(),
+    )  # fmt: skip

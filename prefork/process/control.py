@@ -1,8 +1,9 @@
 """The control socket (``--control-socket PATH``) and its client, ``prefork ctl``.
 
-One command per connection: the client sends one line, the master answers and closes. The
-socket is mode 0600 and the master checks the peer's uid (``SO_PEERCRED``): only the user the
-master runs as may use it. Commands::
+One command per connection: the client sends one line, the master answers and closes
+(``controlserver.ControlServer`` serves the socket; this module is the commands, what they
+show and the client). The socket is mode 0600 and the master checks the peer's uid
+(``SO_PEERCRED``): only the user the master runs as may use it. Commands::
 
     status [--json]   a table (or JSON) of the workers: pid, generation, state, age,
                       open/total connections, requests, last heartbeat, RSS, CPU%
@@ -19,11 +20,9 @@ are pure (rows in, text out) so they are tested without a master.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -196,66 +195,6 @@ def metrics(data: list[dict[str, Any]]) -> str:
             labels = f'pid="{r["pid"]}",generation="{r["generation"]}",state="{r["state"]}"'
             out.append(f"{name}{suffix}{{{labels}}} {r[key]}")
     return "\n".join(out) + "\n"
-
-
-class ControlServer:
-    """The master's end: accept, read one line, answer, close (bounded by a 1 s timeout).
-
-    Args:
-        path: where to listen (mode 0600; a file there is replaced).
-        target: what the commands act on.
-    """
-
-    def __init__(self, path: str, target: Controlled) -> None:
-        self.path = path
-        self.target = target
-        self.usage = UsageSampler()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            self.sock.bind(path)
-        finally:
-            os.umask(old)
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-
-    def close(self, unlink: bool = True) -> None:
-        self.sock.close()
-        if unlink:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-
-    def serve_one(self) -> None:
-        """Answer one waiting client (called when the socket is readable)."""
-        try:
-            client, _ = self.sock.accept()
-        except OSError:
-            return
-        with client:
-            client.settimeout(1.0)
-            try:
-                creds = client.getsockopt(
-                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
-                )
-                if struct.unpack("3i", creds)[1] != os.getuid():
-                    client.sendall(b"error: permission denied\n")
-                    return
-                line = _read_line(client)
-                client.sendall(answer(self.target, line.split(), self.usage.sample).encode())
-            except OSError:
-                return
-
-
-def _read_line(client: socket.socket) -> str:
-    data = b""
-    while b"\n" not in data and len(data) < 1024:
-        chunk = client.recv(1024)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def answer(

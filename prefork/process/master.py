@@ -12,8 +12,8 @@ the shared :class:`~prefork.process.pool.Pool`:
 - ``supervisor.Supervisor``: spawn, reap, murder, recycle, manage;
 - ``generations.Generations``: hot reload (HUP) and the binary upgrade (USR2, WINCH);
 - ``attach.AttachSocket``: workers the master did not fork;
-- ``control.ControlServer``: ``prefork ctl``, through the :class:`~prefork.process.control.
-  Controlled` interface that :class:`Master` implements.
+- ``controlserver.ControlServer``: ``prefork ctl``, through the
+  :class:`~prefork.process.control.Controlled` interface that :class:`Master` implements.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 
 from prefork.process import systemd
 from prefork.process.attach import AttachSocket
-from prefork.process.control import ControlServer, WorkerStatus
+from prefork.process.control import WorkerStatus
+from prefork.process.controlserver import ControlServer
 from prefork.process.generations import Generations
 from prefork.process.handoff import Handoff
 from prefork.process.pool import MasterConfig, Pool, WorkerProcess
@@ -101,8 +102,7 @@ class Master:
         if self.attach is not None:
             self.attach.open()
         if self.config.control_socket is not None:
-            self.control = ControlServer(self.config.control_socket, self)
-            selector.register(self.control.sock, selectors.EVENT_READ, self._on_control)
+            self.control = ControlServer(self.config.control_socket, self, selector)
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for name in SIGNALS:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
@@ -131,6 +131,8 @@ class Master:
     def _turn(self) -> None:
         for key, _ in self.pool.selector.select(self._wait_time()):
             key.data(key.fileobj)
+        if self.control is not None:
+            self.control.expire()
         self._handle_signals()
         # Supervision runs on SIGCHLD and every SUPERVISE seconds, not on every wake-up: at
         # thousands of connections a second the master wakes for each few, and the hand-off
@@ -151,6 +153,9 @@ class Master:
             wait = min(wait, max(0.0, pool.stopping - now))
         if len(pool.live()) < pool.target and pool.stopping is None:
             wait = min(wait, max(0.0, pool.next_spawn - now))
+        deadline = self.control.next_deadline() if self.control is not None else None
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - now))
         return wait
 
     def _worker_ready(self, worker: WorkerProcess) -> None:
@@ -164,16 +169,12 @@ class Master:
         """Close, in a new child, everything of the master's that the child must not hold."""
         _default_signals()
         if self.control is not None:
-            self.control.sock.close()
+            self.control.close_in_child()
         if self.attach is not None:
             self.attach.close_in_child()
         self.pool.close_in_child()
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
-
-    def _on_control(self, sock: Any) -> None:
-        if self.control is not None:
-            self.control.serve_one()
 
     # -- signals -----------------------------------------------------------------------------
 
