@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefork import ctl, logs
-from prefork.app import AppError, load
+from prefork.app import AppError, AppSpec, load_app
 from prefork.cliargs import build_parser, given
 from prefork.config import UsageError, load_args, settings
 from prefork.process.master import MasterConfig, run
@@ -59,7 +59,8 @@ def start(s: dict[str, Any], opts: dict[str, Any], reload: Callable[[], dict[str
         logs.configure(s["log_level"], s["error_log"], s["access_log"])
         if s["umask"] is not None:
             os.umask(s["umask"])
-        app: Any = load(s["app"]) if s["preload"] else s["app"]
+        spec = app_spec(s)
+        app: Any = load_app(spec) if s["preload"] else spec
         listeners, paths = open_listeners(s["bind"], s["backlog"])
     except (AppError, RuntimeError, OSError, ValueError) as exc:
         return failed(exc)
@@ -83,6 +84,14 @@ def start(s: dict[str, Any], opts: dict[str, Any], reload: Callable[[], dict[str
     finally:
         for sock in listeners:
             sock.close()
+
+
+def app_spec(s: dict[str, Any]) -> AppSpec:
+    """What every worker loads: APP and the settings that say how to run it."""
+    return AppSpec(
+        s["app"], s["interface"], s["factory"], s["app_dir"], s["root_path"], s["lifespan"],
+        s["threads"],
+    )
 
 
 def master_settings(s: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:

@@ -150,8 +150,10 @@ class Host:
         else:
             stream._end(503)
         finally:
-            self._tasks.discard(asyncio.current_task())
-            self._on_change()
+            tasks = self._tasks
+            tasks.discard(asyncio.current_task())
+            if not tasks and not self.connections:  # else nothing to tell: the hot path
+                self._on_change()
 
     def no_work(self) -> bool:
         """True when no connection, socket being set up or task exists."""

@@ -72,6 +72,7 @@ def varargs(*args):
         (AsgiApp, "ASGI 2"),  # a class: ASGI 2, or a factory
         (42, "not callable"),
         (lambda scope: None, "--interface"),
+        (lambda server, stream: None, "not async"),  # the stream API without async
     ],
 )
 def test_what_cannot_be_told_names_the_option(app, words: str) -> None:

@@ -49,6 +49,11 @@ def detect(app: Any, name: str = "the app") -> str:
     if is_async and count == 3:
         return "asgi"
     if not is_async and count == 2:
+        if _names(app)[:2] == ["server", "stream"]:  # the stream API without its async
+            raise InterfaceError(
+                f"{name} takes (server, stream) but is not async: "
+                "async def onstream(server, stream)"
+            )
         return "wsgi"
     kind = "an async" if is_async else "a plain"
     raise InterfaceError(
@@ -66,6 +71,13 @@ def _is_async(app: Any) -> bool:
     return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
         getattr(app, "__func__", None)
     )
+
+
+def _names(app: Any) -> list[str]:
+    try:
+        return list(inspect.signature(app).parameters)
+    except (TypeError, ValueError):
+        return []
 
 
 def _positional(app: Any) -> int | None:

@@ -61,8 +61,10 @@ class Worker:
         server_options: dict[str, Any] | None = None,
         heartbeat: float = 1.0,
         access_log: bool = False,
+        lifespan: Any = None,
     ) -> None:
         self.onstream = _with_access_log(onstream) if access_log else onstream
+        self.lifespan = lifespan
         self.channel = channel
         self.control = control
         self.server_options = dict(server_options or {})
@@ -98,10 +100,17 @@ class Worker:
         if self.control is not None:
             os.set_blocking(self.control, False)
             loop.add_reader(self.control, self._on_control)
+        if self.lifespan is not None:  # ASGI lifespan: no connection before startup is done
+            try:
+                await self.lifespan.startup()
+            except Exception as exc:
+                raise LifespanError(str(exc) or type(exc).__name__) from exc
         self._send(wire.READY)
         self._beat = loop.call_later(self.heartbeat, self._send_beat)
         try:
             await server.serve()
+            if self.lifespan is not None:  # after the last connection
+                await self.lifespan.shutdown()
         finally:
             self._flush_closed()
             loop.remove_reader(self.channel.fileno())
@@ -337,7 +346,7 @@ def _with_access_log(onstream: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def child_main(
-    app: str | Callable[..., Any],
+    app: Any,
     channel: socket.socket,
     control: int,
     server_options: dict[str, Any],
@@ -345,23 +354,24 @@ def child_main(
     access_log: bool,
 ) -> int:
     """The body of a forked worker process; returns its exit status."""
-    from prefork.app import AppError, load
+    from prefork.app import AppError, AppSpec, Loaded, load, load_app
 
     try:
-        onstream = load(app) if isinstance(app, str) else app
+        if isinstance(app, AppSpec):
+            app = load_app(app)
+        if isinstance(app, str):
+            app = load(app)
+        loaded = app if isinstance(app, Loaded) else Loaded(app, "stream")
     except AppError as exc:
-        with contextlib.suppress(OSError):
-            channel.setblocking(True)
-            channel.send(wire.error(str(exc)))
-        print(f"prefork worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
-        return WORKER_BOOT_ERROR
+        return _boot_failed(channel, str(exc))
     worker = Worker(
-        onstream,
+        loaded.onstream,
         channel,
         control,
         server_options=server_options,
         heartbeat=heartbeat,
         access_log=access_log,
+        lifespan=loaded.lifespan,
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -369,6 +379,21 @@ def child_main(
     worker.install_signal_handlers()
     try:
         loop.run_until_complete(worker.serve())
+    except LifespanError as exc:
+        return _boot_failed(channel, f"lifespan startup failed: {exc}")
     finally:
         loop.close()
     return 0
+
+
+class LifespanError(Exception):
+    """The application's lifespan startup failed: the worker never becomes ready."""
+
+
+def _boot_failed(channel: socket.socket, why: str) -> int:
+    """Tell the master the app cannot run here (it must not respawn in a loop); exit status."""
+    with contextlib.suppress(OSError):
+        channel.setblocking(True)
+        channel.send(wire.error(why))
+    print(f"prefork worker {os.getpid()}: {why}", file=sys.stderr, flush=True)
+    return WORKER_BOOT_ERROR
