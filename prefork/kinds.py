@@ -15,6 +15,7 @@ range) with a message that starts with the label.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import importlib
 import math
@@ -36,7 +37,7 @@ def number(text: str) -> int | float:
         return float(text)
 
 
-class Kind:
+class Kind(abc.ABC):
     """The interface of every kind; the defaults suit kinds whose values TOML can say as-is."""
 
     def describe(self) -> str:
@@ -47,8 +48,10 @@ class Kind:
         """How the command line takes it: ``add_argument`` keywords (``type``, ``choices``)."""
         return {}
 
+    @abc.abstractmethod
     def check(self, value: Any, label: str) -> Any:
-        raise NotImplementedError
+        """``value`` as a library keyword argument: returned (normalised) or TypeError /
+        ValueError naming ``label``."""
 
     def load(self, value: Any, label: str) -> Any:
         return self.check(value, label)
