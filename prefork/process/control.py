@@ -68,31 +68,24 @@ class Controlled(Protocol):
 
     def worker_status(self) -> list[WorkerStatus]:
         """A snapshot of every worker."""
-        ...
 
     def set_workers(self, count: int) -> int:
         """Keep ``count`` workers; returns the new target."""
-        ...
 
     def reload(self) -> None:
         """As HUP."""
-        ...
 
     def pause(self) -> None:
         """Stop accepting."""
-        ...
 
     def resume(self) -> None:
         """Accept again."""
-        ...
 
     def reopen_logs(self) -> None:
         """As USR1."""
-        ...
 
     def stop(self, graceful: bool = True) -> None:
         """As TERM (graceful) or INT."""
-        ...
 
 
 Usage = Mapping[int, tuple[int, float]]  # pid -> (RSS in bytes, CPU%)
