@@ -20,8 +20,8 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from prefork.process.child import WORKER_BOOT_ERROR, child_main
 from prefork.process.pool import ChannelHandler, Pool, WorkerProcess, describe_exit
-from prefork.process.worker import WORKER_BOOT_ERROR, child_main
 
 log = logging.getLogger("prefork.master")
 

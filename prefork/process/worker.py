@@ -23,7 +23,6 @@ import math
 import os
 import signal
 import socket
-import sys
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +32,6 @@ from prefork import logs
 from prefork.process import fdpass, wire
 
 log = logging.getLogger("prefork.worker")
-
-WORKER_BOOT_ERROR = 3  # exit status: the app could not be loaded; the master must not respawn
 
 
 class Worker:
@@ -345,55 +342,5 @@ def _with_access_log(onstream: Callable[..., Any]) -> Callable[..., Any]:
     return logged
 
 
-def child_main(
-    app: Any,
-    channel: socket.socket,
-    control: int,
-    server_options: dict[str, Any],
-    heartbeat: float,
-    access_log: bool,
-) -> int:
-    """The body of a forked worker process; returns its exit status."""
-    from prefork.app import AppError, AppSpec, Loaded, load, load_app
-
-    try:
-        if isinstance(app, AppSpec):
-            app = load_app(app)
-        if isinstance(app, str):
-            app = load(app)
-        loaded = app if isinstance(app, Loaded) else Loaded(app, "stream")
-    except AppError as exc:
-        return _boot_failed(channel, str(exc))
-    worker = Worker(
-        loaded.onstream,
-        channel,
-        control,
-        server_options=server_options,
-        heartbeat=heartbeat,
-        access_log=access_log,
-        lifespan=loaded.lifespan,
-    )
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    worker._loop = loop
-    worker.install_signal_handlers()
-    try:
-        loop.run_until_complete(worker.serve())
-    except LifespanError as exc:
-        return _boot_failed(channel, f"lifespan startup failed: {exc}")
-    finally:
-        loop.close()
-    return 0
-
-
 class LifespanError(Exception):
     """The application's lifespan startup failed: the worker never becomes ready."""
-
-
-def _boot_failed(channel: socket.socket, why: str) -> int:
-    """Tell the master the app cannot run here (it must not respawn in a loop); exit status."""
-    with contextlib.suppress(OSError):
-        channel.setblocking(True)
-        channel.send(wire.error(why))
-    print(f"prefork worker {os.getpid()}: {why}", file=sys.stderr, flush=True)
-    return WORKER_BOOT_ERROR
