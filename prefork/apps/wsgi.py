@@ -1,0 +1,268 @@
+"""WSGI (PEP 3333) as an adapter on the stream contract (docs/stream.md, docs/wsgi.md).
+
+:func:`onstream` turns a WSGI application into an ``async def onstream(server, stream)``. The
+handler builds the environ on the loop, then runs the application in a bounded pool of
+threads (:class:`~prefork.apps.wsgi_io.Pool`), never on the loop. The application's thread
+reaches the stream only through a :class:`~prefork.apps.wsgi_io.Bridge`, which runs one
+stream coroutine at a time on the loop and waits for it:
+
+* ``wsgi.input`` asks for the next body chunk when the application reads, so the stream's own
+  back-pressure holds the rest of an upload in the client;
+* each body chunk the application yields (or passes to ``write()``) is written before the next
+  is asked for, and the thread waits while the transport is paused: a client that does not
+  read holds up its own application thread, nothing else.
+
+A response known in full (a list or tuple, the usual case) is written by the loop after the
+thread returns, in one step with its head. The handler then ends the response: it answers
+``500`` for an application error that came before the head, cuts the response off (HTTP/1
+closes, HTTP/2 resets the stream) for one that came after it, and logs the traceback either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from prefork.apps.wsgi_environ import base_environ, clean_root_path, environ, response_head
+from prefork.apps.wsgi_io import Bridge, FileWrapper, Input, Pool
+from prefork.errors import ProtocolError
+from prefork.headers import Headers
+from prefork.stream import Stream
+
+__all__ = ["FileWrapper", "onstream"]
+
+log = logging.getLogger("prefork.wsgi")
+
+#: The client went away (or the handler was cancelled): nothing to report, nothing to answer.
+GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+def onstream(
+    app: Callable[..., Any],
+    *,
+    threads: int = 8,
+    root_path: str = "",
+    input_timeout: float | None = 30.0,
+) -> Callable[[Any, Stream], Any]:
+    """The ``onstream`` handler that serves the WSGI application ``app``.
+
+    Args:
+        app: a PEP 3333 application, ``app(environ, start_response) -> iterable of bytes``.
+        threads: the most requests of this process that run ``app`` at once (each in a thread
+            of its own); more wait for a free thread.
+        root_path: the path the application is mounted at behind a proxy: SCRIPT_NAME, and
+            removed from the front of PATH_INFO when it is there.
+        input_timeout: seconds a ``wsgi.input`` read waits for body bytes before it raises
+            ``ProtocolError`` with status 408 (the client gets a 408 if no response began);
+            None waits as long as the client stays.
+
+    Returns:
+        ``async def onstream(server, stream)``, for ``prefork.server.listen(onstream=...)``.
+
+    Raises:
+        TypeError: ``app`` is not callable. ValueError: ``threads < 1``, or a ``root_path``
+            that does not start with ``/``.
+    """
+    if not callable(app):
+        raise TypeError(f"a WSGI application must be callable, not {type(app).__name__}")
+    pool = Pool(threads)
+    base = base_environ(clean_root_path(root_path), FileWrapper)
+
+    async def handler(server: Any, stream: Stream) -> None:
+        bridge = Bridge(asyncio.get_running_loop())
+        env = environ(base, stream)
+        env["wsgi.input"] = Input(stream, bridge, input_timeout)
+        call = Call(app, env, stream, bridge)
+        try:
+            await pool.submit(call.run)
+        except asyncio.CancelledError:
+            bridge.close()  # the thread's next stream call fails; it goes on to close()
+            raise
+        await finish(stream, call)
+
+    handler.wsgi_app = app  # type: ignore[attr-defined]
+    return handler
+
+
+class Call:
+    """One request's run of the application, in a pool thread (PEP 3333's server side)."""
+
+    def __init__(
+        self, app: Callable[..., Any], env: dict[str, Any], stream: Stream, bridge: Bridge
+    ):
+        self.app = app
+        self.env = env
+        self.stream = stream
+        self.bridge = bridge
+        self.head: Headers | None = None  # from start_response
+        self.sent = False  # the head went to the stream (it cannot be replaced any more)
+        self.body: list[bytes] = []  # left for the loop to write (a list or tuple response)
+        self.done = False  # the response is complete (a file went out whole)
+        self.error: BaseException | None = None
+
+    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Callable:
+        """PEP 3333 ``start_response``: returns the ``write`` callable.
+
+        Raises:
+            the exception of ``exc_info`` when the head was already sent; RuntimeError when
+            called a second time without ``exc_info``; TypeError/ValueError for a bad status
+            or field (see :func:`~prefork.apps.wsgi_environ.response_head`).
+        """
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # no cycle through the traceback's frames
+        elif self.head is not None:
+            raise RuntimeError("start_response() called a second time without exc_info")
+        self.head = response_head(status, headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy ``write()`` callable: ``data`` is written before it returns."""
+        self.send(data)
+
+    def send(self, data: Any) -> None:
+        """Write one body chunk, the head first if it is not sent yet (PEP 3333: not before
+        the first non-empty chunk)."""
+        data = _bytes(data)
+        if self.head is None:
+            raise RuntimeError("the application sent body data before calling start_response()")
+        if not data:
+            return
+        if self.sent:
+            self.bridge.call(self.stream.write_chunk(data, False))
+        else:
+            self.sent = True
+            self.bridge.call(_start(self.stream, self.head, data))
+
+    def run(self) -> None:
+        """Call the application and send what it returns; ``close()`` it in every case."""
+        try:
+            result = self.app(self.env, self.start_response)
+            try:
+                self.respond(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # the thread's edge: the loop answers or cuts off
+            self.error = exc
+            if not isinstance(exc, (*GONE, ProtocolError)):
+                env = self.env
+                log.error(
+                    "WSGI application failed on %s %s",
+                    env["REQUEST_METHOD"],
+                    env["RAW_URI"],
+                    exc_info=exc,
+                )
+
+    def respond(self, result: Any) -> None:
+        if type(result) in (list, tuple):  # known in full: the loop writes it with the head
+            self.body = [_bytes(data) for data in result]
+            head = self.head
+            if head is None:
+                raise RuntimeError("the application returned without calling start_response()")
+            if (
+                not self.sent
+                and "content-length" not in head
+                and self.env["REQUEST_METHOD"] != "HEAD"
+            ):
+                head.append("content-length", str(sum(map(len, self.body))))
+            return
+        if isinstance(result, FileWrapper) and self.sendfile(result):
+            return
+        for data in result:
+            self.send(data)
+        if self.head is None:
+            raise RuntimeError("the application returned without calling start_response()")
+
+    def sendfile(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with ``stream.write_body_from_file`` (``sendfile(2)`` on plain
+        HTTP/1); False when that does not apply (then the wrapper is iterated)."""
+        stream, head, file = self.stream, self.head, wrapper.filelike
+        if head is None or self.sent or stream.peer_version >= 2 or stream.checktls() is not None:
+            return False
+        try:
+            offset = file.tell()
+            info = os.fstat(file.fileno())
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        left = info.st_size - offset
+        length = head.get("content-length")
+        if length is None:
+            head.append("content-length", str(left))
+        elif int(length) > left:
+            raise ValueError(f"content-length is {length} but the file has {left} bytes left")
+        self.sent = True
+        self.bridge.call(_send_file(stream, head, file, None if length is None else int(length)))
+        self.done = True
+        return True
+
+
+def _bytes(data: Any) -> bytes:
+    if type(data) is bytes:
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"a WSGI application must yield bytes, not {type(data).__name__}")
+
+
+async def _start(stream: Stream, head: Headers, data: bytes) -> None:
+    await stream.write_headers(head, False)
+    await stream.write_chunk(data, False)
+
+
+async def _send_file(stream: Stream, head: Headers, file: Any, count: int | None) -> None:
+    await stream.write_headers(head, False)
+    await stream.write_body_from_file(file, count)
+
+
+async def finish(stream: Stream, call: Call) -> None:
+    """(On the loop, after the thread) end the response, or answer or cut off an error."""
+    error = call.error
+    if error is None and not call.done:
+        try:
+            if not call.sent:
+                await stream.write_headers(call.head, False)  # type: ignore[arg-type]
+            await stream.write_chunk(b"".join(call.body), True)
+            return
+        except GONE:
+            return
+        except ValueError as exc:  # the body did not match the application's content-length
+            log.error("WSGI response cut off: %s", exc)
+            error = exc
+    if error is None:
+        return
+    if stream.status is None and not isinstance(error, GONE):
+        status = error.status if isinstance(error, ProtocolError) else 500
+        try:
+            await _error_response(stream, status)
+            return
+        except GONE:
+            pass
+    await _shutdown(stream)
+
+
+async def _shutdown(stream: Any) -> None:
+    # docs/stream.md lists shutdown() and both streams have it; prefork.stream.Stream does not
+    # declare it (hence Any)
+    await stream.shutdown()
+
+
+async def _error_response(stream: Stream, status: int) -> None:
+    body = f"{status} {HTTPStatus(status).phrase}\n".encode()
+    head = Headers()
+    head.append(":status", str(status))
+    head.append("content-type", "text/plain; charset=utf-8")
+    head.append("content-length", str(len(body)))
+    await stream.write_headers(head, False)
+    await stream.write_chunk(body, True)
