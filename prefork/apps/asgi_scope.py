@@ -1,0 +1,126 @@
+"""ASGI connection scopes read from a stream's request head, and what the cycles share.
+
+The scope is built once per request from ``stream.request_headers`` (pseudo-headers first), the
+stream's versions and its connection's addresses: nothing is read from the body. ``path``
+includes ``root_path``, as the ASGI spec says and uvicorn (since 0.26) and Starlette read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from prefork.headers import Headers
+
+log = logging.getLogger("prefork.asgi")
+
+ASGI_VERSION = "3.0"
+SPEC_VERSION = "2.4"  # send() after the client left raises an OSError (ClientDisconnected)
+HTTP_VERSIONS = {1.0: "1.0", 1.1: "1.1", 2.0: "2"}
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class ClientDisconnected(BrokenPipeError):
+    """``send()`` on a connection (or WebSocket) that is closed: the client went away.
+
+    An ``OSError`` subclass, as ASGI 2.4 asks of a server; a ``BrokenPipeError`` so that, when
+    the application lets it escape, the server treats it as the ordinary disconnect it is
+    (nothing is reported to ``onerror``).
+    """
+
+
+def http_scope(stream: Any, root_path: str, state: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``http`` scope of the request on ``stream``."""
+    scope = _common(stream, root_path, state)
+    scope["type"] = "http"
+    scope["method"] = stream.request_headers.get(":method")
+    scope["scheme"] = _scheme(stream)
+    scope["extensions"] = {"http.response.trailers": {}, "http.response.pathsend": {}}
+    return scope
+
+
+def websocket_scope(stream: Any, root_path: str, state: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``websocket`` scope of the handshake request on ``stream`` (HTTP/1.1 or RFC 8441)."""
+    scope = _common(stream, root_path, state)
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if _scheme(stream) == "https" else "ws"
+    offered = stream.request_headers.get_as_sequence("sec-websocket-protocol")
+    scope["subprotocols"] = [p.strip() for v in offered for p in v.split(",") if p.strip()]
+    scope["extensions"] = {"websocket.http.response": {}}
+    return scope
+
+
+def _common(stream: Any, root_path: str, state: dict[str, Any] | None) -> dict[str, Any]:
+    req = stream.request_headers
+    # CONNECT without :protocol has no :path: its target is the authority (RFC 9110 9.3.6)
+    target = req.get(":path") or req.get(":authority") or ""
+    raw, _, query = target.partition("?")
+    raw_path = raw.encode("latin-1")  # the fields were decoded as latin-1: bytes as received
+    if "%" in raw or not raw.isascii():
+        path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    else:
+        path = raw
+    return {
+        "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
+        "http_version": HTTP_VERSIONS.get(stream.peer_version, "1.1"),
+        "path": root_path + path,
+        "raw_path": root_path.encode("utf-8") + raw_path,
+        "query_string": query.encode("latin-1"),
+        "root_path": root_path,
+        "headers": header_list(req, stream.peer_version >= 2),
+        "client": _address(stream.peername(), peer=True),
+        "server": _address(stream.localname(), peer=False),
+        "state": {} if state is None else state.copy(),
+    }
+
+
+def header_list(req: Headers, http2: bool) -> list[tuple[bytes, bytes]]:
+    """The request's fields as ASGI wants them: lower-case bytes pairs, no pseudo-headers.
+
+    HTTP/2 carries the host in ``:authority`` (RFC 9113 section 8.3.1); applications look for
+    ``host``, so it is added, first, when the request has none.
+    """
+    out = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in req.items() if n[0] != ":"]
+    if http2 and not req.has("host"):
+        authority = req.get(":authority")
+        if authority:
+            out.insert(0, (b"host", authority.encode("latin-1")))
+    return out
+
+
+def _scheme(stream: Any) -> str:
+    scheme = stream.request_headers.get(":scheme")
+    if scheme in ("http", "https"):
+        return str(scheme)
+    return "https" if stream.checktls() is not None else "http"
+
+
+def _address(name: tuple, peer: bool) -> tuple[str, int | None] | None:
+    """``(host, port)`` for TCP; for a Unix socket the server is ``(path, None)`` and the client
+    None (its path is usually empty), as uvicorn gives them; None when unknown."""
+    if len(name) == 3:
+        return (name[1], name[2])
+    if name[0] == socket.AF_UNIX and not peer and len(name) == 2 and name[1]:
+        path = name[1]
+        return (path if isinstance(path, str) else path.decode("utf-8", "replace"), None)
+    return None
+
+
+def response_head(status: Any, fields: Any) -> Headers:
+    """A response head from an ASGI ``status`` and ``headers`` (names and values as bytes).
+
+    Raises:
+        TypeError: a name or value neither bytes nor str; ValueError: a status not a number.
+    """
+    head = Headers()
+    head.append(":status", str(int(status)))
+    for name, value in fields:
+        head.append(name, value)
+    return head
+
+
+def has_body(method: str | None, status: int) -> bool:
+    """Whether a response to ``method`` with ``status`` carries a body (RFC 9110 section 6.4.1)."""
+    return method != "HEAD" and status >= 200 and status not in NO_BODY_STATUSES
