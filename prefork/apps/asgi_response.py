@@ -15,7 +15,7 @@ import os
 from http import HTTPStatus
 from typing import Any
 
-from prefork.apps.asgi_scope import ClientDisconnected, has_body, response_head
+from prefork.apps.asgi_scope import ClientDisconnected, response_head, status_has_body
 from prefork.headers import Headers
 
 START, BODY, TRAILERS, DONE = range(4)  # what the response expects next
@@ -64,7 +64,7 @@ class Response:
         try:
             head = self.head
             if head is not None:
-                if end and not head.has("content-length") and has_body(self.method, self.status):
+                if end and self._may_set_length(head, body):
                     head.append("content-length", str(len(body)))
                 await self._write_head(head)
             if body or end:
@@ -84,10 +84,10 @@ class Response:
             try:
                 head = self.head
                 if head is not None:
-                    if not head.has("content-length") and has_body(self.method, self.status):
+                    if not head.has("content-length") and status_has_body(self.status):
                         head.append("content-length", str(os.fstat(file.fileno()).st_size))
                     await self._write_head(head)
-                if has_body(self.method, self.status):
+                if self.method != "HEAD" and status_has_body(self.status):
                     await self.stream.write_body_from_file(file)
                 else:  # HEAD, 204, 304: no need to read the file at all
                     await self.stream.write_chunk(b"", True)
@@ -110,6 +110,13 @@ class Response:
         except ConnectionError as exc:
             raise self.lost(exc) from exc
         self.finish()
+
+    def _may_set_length(self, head: Headers, body: bytes) -> bool:
+        """A whole body's length can go in the head: unless the application gave one, or the
+        status has no body, or this answers HEAD with no body (the GET's length is unknown)."""
+        if head.has("content-length") or not status_has_body(self.status):
+            return False
+        return bool(body) or self.method != "HEAD"
 
     async def _write_head(self, head: Headers) -> None:
         self.head = None

@@ -121,6 +121,7 @@ def response_head(status: Any, fields: Any) -> Headers:
     return head
 
 
-def has_body(method: str | None, status: int) -> bool:
-    """Whether a response to ``method`` with ``status`` carries a body (RFC 9110 section 6.4.1)."""
-    return method != "HEAD" and status >= 200 and status not in NO_BODY_STATUSES
+def status_has_body(status: int) -> bool:
+    """Whether a response with ``status`` may carry a body (RFC 9110 sections 15.2, 15.3.5,
+    15.4.5); a response to HEAD has none either, though its length is the GET's."""
+    return status >= 200 and status not in NO_BODY_STATUSES
