@@ -104,6 +104,7 @@ class Call:
         self.body: list[bytes] = []  # left for the loop to write (a list or tuple response)
         self.done = False  # the response is complete (a file went out whole)
         self.error: BaseException | None = None
+        self.is_head = env["REQUEST_METHOD"] == "HEAD"
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Callable:
         """PEP 3333 ``start_response``: returns the ``write`` callable.
@@ -169,12 +170,10 @@ class Call:
             head = self.head
             if head is None:
                 raise RuntimeError("the application returned without calling start_response()")
-            if (
-                not self.sent
-                and "content-length" not in head
-                and self.env["REQUEST_METHOD"] != "HEAD"
-            ):
-                head.append("content-length", str(sum(map(len, self.body))))
+            size = sum(map(len, self.body))
+            # the length of a HEAD response is the GET body's: an empty list tells nothing
+            if not self.sent and "content-length" not in head and (size or not self.is_head):
+                head.append("content-length", str(size))
             return
         if isinstance(result, FileWrapper) and self.sendfile(result):
             return
@@ -264,5 +263,7 @@ async def _error_response(stream: Stream, status: int) -> None:
     head.append(":status", str(status))
     head.append("content-type", "text/plain; charset=utf-8")
     head.append("content-length", str(len(body)))
+    if status != 500:  # the request's body broke off (400, 408, 413): the connection ends
+        head.append("connection", "close")
     await stream.write_headers(head, False)
     await stream.write_chunk(body, True)
