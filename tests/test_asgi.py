@@ -26,7 +26,7 @@ from h2.errors import ErrorCodes
 
 import prefork.asgi
 from tests.conftest import Running
-from tests.helpers import pattern, read_response
+from tests.helpers import pattern, read_response, wait_until
 from tests.test_http2 import Raw, h2_context
 from tests.test_tls import client_context, recorder
 
@@ -476,7 +476,7 @@ def test_exception_before_start_is_a_500(served) -> None:
     with httpx.Client(timeout=TIMEOUT) as client:
         r = client.get(running.url)
     assert r.status_code == 500
-    assert [(op, type(e)) for op, e in errors] == [("onstream", ValueError)]
+    assert [(op, type(e)) for op, e in wait_until(lambda: errors)] == [("onstream", ValueError)]
 
 
 def test_exception_between_start_and_body_is_a_500(served) -> None:
@@ -487,7 +487,7 @@ def test_exception_between_start_and_body_is_a_500(served) -> None:
     running, errors = served(app)
     with httpx.Client(timeout=TIMEOUT) as client:
         assert client.get(running.url).status_code == 500
-    assert len(errors) == 1
+    assert len(wait_until(lambda: errors)) == 1
 
 
 @pytest.mark.parametrize("http2", [False, True])
@@ -503,7 +503,7 @@ def test_exception_after_the_body_began_cuts_the_response_off(served, http2: boo
         pytest.raises(httpx.RemoteProtocolError),
     ):
         client.get(running.url)
-    assert [type(e) for _, e in errors] == [ValueError]
+    assert [type(e) for _, e in wait_until(lambda: errors)] == [ValueError]
 
 
 def test_returning_without_a_response_is_a_logged_500(served, caplog) -> None:
