@@ -60,7 +60,7 @@ class Lifespan:
         self._inbox: asyncio.Queue[dict[str, Any]] | None = None
         self._waiting: str | None = None  # the event whose answer is awaited
         self._answer: asyncio.Future[tuple[str, str]] | None = None
-        self._serving = False  # between startup and shutdown
+        self._failed = False  # the application answered lifespan.*.failed
 
     async def startup(self, timeout: float | None = None) -> None:
         """Run the application's startup: returns once it answers ``lifespan.startup.complete``.
@@ -82,7 +82,6 @@ class Lifespan:
         self._task.add_done_callback(self._task_done)
         self.supported = True
         await self._event("startup", timeout)
-        self._serving = True
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Run the application's shutdown: returns once it answers
@@ -96,7 +95,6 @@ class Lifespan:
         task = self._task
         if task is None or not self.supported or task.done():
             return
-        self._serving = False
         try:
             await self._event("shutdown", timeout)
         finally:
@@ -106,10 +104,11 @@ class Lifespan:
                     await task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        """The application's lifespan ended; between startup and shutdown that is an error
-        of the application's (nobody waits for it then, so it is logged here)."""
+        """The application's lifespan ended. An exception while no answer is awaited (after
+        startup, or after shutdown) is logged here: nobody else would see it. One after a
+        ``failed`` answer is how frameworks say it (Starlette re-raises), already reported."""
         error = None if task.cancelled() else task.exception()
-        if error is not None and self._serving:
+        if error is not None and self._waiting is None and not self._failed:
             log.error("the application's lifespan raised after startup", exc_info=error)
 
     async def _main(self) -> None:
@@ -134,6 +133,7 @@ class Lifespan:
         if outcome not in ("complete", "failed"):
             raise RuntimeError(f"unexpected ASGI lifespan message {kind!r}")
         self._waiting = None
+        self._failed = outcome == "failed"
         answer.set_result((outcome, str(message.get("message") or "")))
 
     async def _event(self, event: str, timeout: float | None) -> None:
