@@ -11,8 +11,10 @@ RFC 8441 extended CONNECT) gets a :class:`~prefork.apps.asgi_websocket.WebSocket
 
 Errors: what the application raises goes to the server, which answers 500 when nothing was
 written, cuts an unfinished response off (HTTP/1: closes the connection; HTTP/2: resets the
-stream) and reports it to ``onerror`` (a prefork worker logs it). An application that returns
-without responding gets a 500 and a logged message.
+stream) and reports it to ``onerror`` (a prefork worker logs it); but a
+:class:`ClientDisconnected` that ``send()`` raised, or an exception raised while handling one
+(Starlette's ``ClientDisconnect``), ends the request quietly: the client left. An application
+that returns without responding gets a 500 and a logged message.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from typing import Any
 
 from prefork import websocket
 from prefork.apps.asgi_response import BODY, DONE, START, TRAILERS, Response, answer
-from prefork.apps.asgi_scope import ClientDisconnected, http_scope, log, websocket_scope
+from prefork.apps.asgi_scope import (
+    ClientDisconnected,
+    after_disconnect,
+    http_scope,
+    log,
+    websocket_scope,
+)
 from prefork.apps.asgi_websocket import WebSocketCycle
 from prefork.errors import ProtocolError
 
@@ -98,8 +106,14 @@ def _is_websocket(stream: Any) -> bool:
 
 async def _run_http(app: App, stream: Any, scope: dict[str, Any]) -> None:
     cycle = HTTPCycle(stream, scope["method"])
-    await app(scope, cycle.receive, cycle.send)
     response = cycle.response
+    try:
+        await app(scope, cycle.receive, cycle.send)
+    except Exception as exc:
+        if response.gone and after_disconnect(exc):
+            log.debug("the client left: %s %s (%r)", *_line(stream), exc)
+            return
+        raise
     if response.phase == DONE:
         return
     if not response.sent:
@@ -123,7 +137,10 @@ async def _run_websocket(
     cycle = WebSocketCycle(stream, ws)
     try:
         await app(scope, cycle.receive, cycle.send)
-    except Exception:
+    except Exception as exc:
+        if after_disconnect(exc):  # the application passed on our ClientDisconnected
+            log.debug("the client left: %s %s (%r)", *_line(stream), exc)
+            return
         await cycle.failed()  # an accepted WebSocket closes with 1011
         raise
     await cycle.returned(_line(stream))

@@ -31,6 +31,20 @@ class ClientDisconnected(BrokenPipeError):
     """
 
 
+def after_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a :class:`ClientDisconnected` that
+    ``send()`` raised: the application only passed the news on (Starlette's
+    ``StreamingResponse`` turns it into its own ``ClientDisconnect``). Not an error to report."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 16:  # bounded: a chain may loop
+        if isinstance(current, ClientDisconnected):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
 def http_scope(stream: Any, root_path: str, state: dict[str, Any] | None) -> dict[str, Any]:
     """The ``http`` scope of the request on ``stream``."""
     scope = _common(stream, root_path, state)
