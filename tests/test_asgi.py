@@ -13,20 +13,26 @@ import asyncio
 import logging
 import queue
 import select
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import h2.events as ev
 import httpx
 import pytest
 from h2.errors import ErrorCodes
+from websockets.asyncio.client import connect
 
 import prefork.asgi
-from tests.conftest import Running
+from tests.conftest import Running, run_async
 from tests.helpers import pattern, read_response, wait_until
+from tests.master_helpers import clean_env
 from tests.test_http2 import Raw, h2_context
 from tests.test_tls import client_context, recorder
 
@@ -547,3 +553,37 @@ def test_messages_out_of_order_raise_in_the_app(served) -> None:
     with httpx.Client(timeout=TIMEOUT) as client:
         assert client.get(running.url).text == "fine"
     assert "expected ASGI message 'http.response.start'" in seen.get(timeout=TIMEOUT)
+
+
+# -- the example ---------------------------------------------------------------------------------
+
+
+def test_the_example_app() -> None:
+    """examples/asgi_app.py on a server of its own (lifespan, HTTP, WebSocket), stopped by INT."""
+    example = Path(__file__).parent.parent / "examples" / "asgi_app.py"
+    argv = [sys.executable, str(example), "--host", "127.0.0.1", "--port", "0"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env())
+    try:
+        assert proc.stderr is not None
+        assert select.select([proc.stderr], [], [], TIMEOUT)[0], "the example did not start"
+        port = int(proc.stderr.readline().split()[-1])
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+            assert client.post("/echo", content=(b"ab" for _ in range(3))).text == "ababab"
+            assert [client.get("/count").text for _ in range(2)] == [
+                "1 requests so far\n",
+                "2 requests so far\n",
+            ]
+
+        async def shout() -> Any:
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send("hi")
+                return await ws.recv()
+
+        assert run_async(shout()) == "HI"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(TIMEOUT)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert code == 0
