@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import weakref
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from prefork.headers import Headers
 
 log = logging.getLogger("prefork.asgi")
+_ADDRESSES: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
 ASGI_VERSION = "3.0"
 SPEC_VERSION = "2.4"  # send() after the client left raises an OSError (ClientDisconnected)
@@ -76,6 +78,7 @@ def _common(stream: Any, root_path: str, state: dict[str, Any] | None) -> dict[s
         path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
     else:
         path = raw
+    client, server = addresses(stream)
     return {
         "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
         "http_version": HTTP_VERSIONS.get(stream.peer_version, "1.1"),
@@ -84,8 +87,8 @@ def _common(stream: Any, root_path: str, state: dict[str, Any] | None) -> dict[s
         "query_string": query.encode("latin-1"),
         "root_path": root_path,
         "headers": header_list(req, stream.peer_version >= 2),
-        "client": _address(stream.peername(), peer=True),
-        "server": _address(stream.localname(), peer=False),
+        "client": client,
+        "server": server,
         "state": {} if state is None else state.copy(),
     }
 
@@ -109,6 +112,22 @@ def _scheme(stream: Any) -> str:
     if scheme in ("http", "https"):
         return str(scheme)
     return "https" if stream.checktls() is not None else "http"
+
+
+def addresses(stream: Any) -> tuple[Any, Any]:
+    """The scope's ``client`` and ``server``, worked out once per connection: the stream's
+    ``peername()``/``localname()`` ask the transport each time (about 2 µs each), and a
+    keep-alive or HTTP/2 connection carries many requests between the same two ends."""
+    conn = stream.connection
+    try:
+        return _ADDRESSES[conn]
+    except KeyError:
+        pass
+    except TypeError:  # a connection that cannot be weakly referenced: no cache
+        return _address(stream.peername(), peer=True), _address(stream.localname(), peer=False)
+    found = _address(stream.peername(), peer=True), _address(stream.localname(), peer=False)
+    _ADDRESSES[conn] = found
+    return found
 
 
 def _address(name: tuple, peer: bool) -> tuple[str, int | None] | None:
