@@ -577,6 +577,41 @@ def test_content_length_mismatch_cuts_off(serve, caplog) -> None:
     assert any("cut off" in r.getMessage() for r in errors_of(caplog))
 
 
+def test_more_than_content_length_is_500_while_nothing_was_sent(serve, caplog) -> None:
+    """The chunk that completes the content-length is held for the end of the response, so a
+    chunk past it is still an error the client can be told about."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "4")])
+        yield b"full"
+        yield b"extra"
+
+    running = serve(wsgi.onstream(app))
+    with client(running) as c:
+        assert c.get("/").status_code == 500
+    [record] = errors_of(caplog)
+    assert "content-length" in str(record.exc_info[1])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [lambda: [b"end"], lambda: (b"e", b"nd"), lambda: iter([b"end"])],
+    ids=["list", "tuple", "iterator"],
+)
+def test_write_then_return_with_content_length(serve, any_client, returned: Any) -> None:
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", "10")])
+        write(b"writ")
+        write(b"ten")
+        return returned()
+
+    running = serve(wsgi.onstream(app))
+    c = any_client(running)
+    r = c.get("/")
+    assert (r.headers["content-length"], r.content) == ("10", b"writtenend")
+    assert c.get("/").content == b"writtenend"  # the same connection goes on
+
+
 # -- errors, close(), disconnects --------------------------------------------------------------
 
 

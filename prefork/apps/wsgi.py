@@ -101,7 +101,8 @@ class Call:
         self.bridge = bridge
         self.head: Headers | None = None  # from start_response
         self.sent = False  # the head went to the stream (it cannot be replaced any more)
-        self.body: list[bytes] = []  # left for the loop to write (a list or tuple response)
+        self.body: list[bytes] = []  # left for the loop to write with the end of the response
+        self.left: int | None = None  # body bytes the content-length still allows
         self.done = False  # the response is complete (a file went out whole)
         self.error: BaseException | None = None
         self.is_head = env["REQUEST_METHOD"] == "HEAD"
@@ -122,11 +123,14 @@ class Call:
                 exc_info = None  # no cycle through the traceback's frames
         elif self.head is not None:
             raise RuntimeError("start_response() called a second time without exc_info")
-        self.head = response_head(status, headers)
+        self.head = head = response_head(status, headers)
+        length = head.get("content-length")
+        self.left = None if length is None else int(length)
+        self.body = []  # a chunk held back from a replaced response
         return self.write
 
     def write(self, data: bytes) -> None:
-        """The legacy ``write()`` callable: ``data`` is written before it returns."""
+        """The legacy ``write()`` callable: ``data`` is on its way when it returns."""
         self.send(data)
 
     def send(self, data: Any) -> None:
@@ -137,11 +141,19 @@ class Call:
             raise RuntimeError("the application sent body data before calling start_response()")
         if not data:
             return
+        left = self.left
+        if left is not None:
+            if self.body or len(data) > left:
+                raise ValueError("the application sent more than its content-length")
+            self.left = left - len(data)
+            if not self.left:  # the last chunk: it goes with the end, in one step on the loop
+                self.body.append(data)
+                return
         if self.sent:
-            self.bridge.call(self.stream.write_chunk(data, False))
+            self.bridge.start(self.stream.write_chunk(data, False))
         else:
             self.sent = True
-            self.bridge.call(_start(self.stream, self.head, data))
+            self.bridge.start(_start(self.stream, self.head, data))
 
     def run(self) -> None:
         """Call the application and send what it returns; ``close()`` it in every case."""
@@ -156,24 +168,21 @@ class Call:
         except BaseException as exc:  # the thread's edge: the loop answers or cuts off
             self.error = exc
             if not isinstance(exc, (*GONE, ProtocolError)):
-                env = self.env
-                log.error(
-                    "WSGI application failed on %s %s",
-                    env["REQUEST_METHOD"],
-                    env["RAW_URI"],
-                    exc_info=exc,
-                )
+                log.error("WSGI application failed on %s %s", *_request(self), exc_info=exc)
 
     def respond(self, result: Any) -> None:
         if type(result) in (list, tuple):  # known in full: the loop writes it with the head
-            self.body = [_bytes(data) for data in result]
-            head = self.head
-            if head is None:
+            if self.head is None:
                 raise RuntimeError("the application returned without calling start_response()")
-            size = sum(map(len, self.body))
+            body = [_bytes(data) for data in result]
+            size = sum(map(len, body))
+            left = self.left
+            if left is not None and size != left and (size or not self.is_head):
+                raise ValueError(f"the body has {size} bytes where content-length wants {left}")
+            self.body += body
             # the length of a HEAD response is the GET body's: an empty list tells nothing
-            if not self.sent and "content-length" not in head and (size or not self.is_head):
-                head.append("content-length", str(size))
+            if left is None and not self.sent and (size or not self.is_head):
+                self.head.append("content-length", str(size))
             return
         if isinstance(result, FileWrapper) and self.sendfile(result):
             return
@@ -226,19 +235,20 @@ async def _send_file(stream: Stream, head: Headers, file: Any, count: int | None
 
 
 async def finish(stream: Stream, call: Call) -> None:
-    """(On the loop, after the thread) end the response, or answer or cut off an error."""
-    error = call.error
-    if error is None and not call.done:
-        try:
+    """(On the loop, after the thread) wait for the last chunk the thread started, then end
+    the response, or answer an error (500, a request error's status) or cut the response off."""
+    try:
+        error = await _last_write(call)
+        if error is None and not call.done:
             if not call.sent:
                 await stream.write_headers(call.head, False)  # type: ignore[arg-type]
             await stream.write_chunk(b"".join(call.body), True)
             return
-        except GONE:
-            return
-        except ValueError as exc:  # the body did not match the application's content-length
-            log.error("WSGI response cut off: %s", exc)
-            error = exc
+    except GONE:
+        return  # the server closes or resets what is left
+    except ValueError as exc:  # the body did not match the application's content-length
+        log.error("WSGI response cut off on %s %s: %s", *_request(call), exc)
+        error = exc
     if error is None:
         return
     if stream.status is None and not isinstance(error, GONE):
@@ -249,6 +259,26 @@ async def finish(stream: Stream, call: Call) -> None:
         except GONE:
             pass
     await _shutdown(stream)
+
+
+async def _last_write(call: Call) -> BaseException | None:
+    """The application's error, once the write it left in flight is done (which raises)."""
+    pending, call.bridge.pending = call.bridge.pending, None
+    if pending is not None:
+        try:
+            if pending.done():  # usually: the loop wrote it before the thread's end came
+                pending.result()
+            else:
+                await asyncio.wrap_future(pending)
+        except (*GONE, ValueError):
+            raise
+        except Exception as exc:  # StreamStateError: the error path below decides
+            return call.error or exc
+    return call.error
+
+
+def _request(call: Call) -> tuple[str, str]:
+    return call.env["REQUEST_METHOD"], call.env["RAW_URI"]
 
 
 async def _shutdown(stream: Any) -> None:

@@ -4,9 +4,8 @@
   started on demand and made anew after a fork; daemon threads, so that a thread stuck on a
   loop that stopped for good cannot hold the interpreter at exit (``ThreadPoolExecutor``
   joins its threads then).
-* :class:`Bridge`: runs one stream coroutine at a time on the loop for an application thread
-  and waits for it: one chunk in flight between the two threads, which is the back-pressure
-  in both directions.
+* :class:`Bridge`: runs one stream coroutine at a time on the loop for an application thread:
+  one chunk in flight between the two threads, which is the back-pressure in both directions.
 * :class:`Input`: ``wsgi.input``, a file-like object reading the request body chunk by chunk
   through the bridge; it keeps only the chunk being read.
 * :class:`FileWrapper`: ``wsgi.file_wrapper`` (PEP 3333, "Optional Platform-Specific File
@@ -106,20 +105,31 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
 
 
 class Bridge:
-    """Runs stream coroutines on the loop for one application thread, one at a time."""
+    """Runs stream coroutines on the loop for one application thread, one at a time.
+
+    :meth:`start` does not wait for its coroutine (a response chunk is written while the
+    application makes the next one), but a coroutine starts only once the previous one has
+    finished: one operation in flight, so a paused transport holds the thread at its next
+    chunk. The last one started is :attr:`pending` until someone waits for it.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.closed = False
-        self._pending: concurrent.futures.Future[Any] | None = None
+        self.pending: concurrent.futures.Future[Any] | None = None
 
-    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coro`` on the loop and return its result (from the application's thread).
+    def start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """(In the application's thread) wait for the previous coroutine, then start ``coro``.
 
         Raises:
             ConnectionAbortedError: the handler was cancelled, or the loop is closed.
-            Exception: what ``coro`` raised.
+            Exception: what the previous coroutine raised (``coro`` is then not started).
         """
+        try:
+            self.wait()
+        except BaseException:
+            coro.close()
+            raise
         if self.closed:
             coro.close()
             raise ConnectionAbortedError("the server stopped serving this request")
@@ -128,20 +138,35 @@ class Bridge:
         except RuntimeError:  # the loop is closed
             coro.close()
             raise ConnectionAbortedError("the server's event loop is closed") from None
-        self._pending = pending
+        self.pending = pending
         if self.closed:  # close() ran between the check and now
             pending.cancel()
+
+    def wait(self) -> Any:
+        """(In the application's thread) the result of the coroutine started last, if any.
+
+        Raises:
+            ConnectionAbortedError: it was cancelled. Exception: what it raised.
+        """
+        pending = self.pending
+        if pending is None:
+            return None
         try:
             return pending.result()
         except concurrent.futures.CancelledError:
             raise ConnectionAbortedError("the server stopped serving this request") from None
         finally:
-            self._pending = None
+            self.pending = None
+
+    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """:meth:`start` ``coro`` and :meth:`wait` for its result."""
+        self.start(coro)
+        return self.wait()
 
     def close(self) -> None:
         """(On the loop) the handler is cancelled: the waiting call and later ones fail."""
         self.closed = True
-        pending = self._pending
+        pending = self.pending
         if pending is not None:
             pending.cancel()
 
