@@ -10,6 +10,7 @@ Framework tests (Flask, Django) are in test_wsgi_frameworks.py.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -689,6 +690,18 @@ def h2_events(sock: socket.socket, conn: Any, until: Any) -> list[Any]:
     return got
 
 
+def test_a_client_that_reads_nothing_is_cut_off_after_write_timeout(serve) -> None:
+    """The application's thread waits at its next chunk while the client reads nothing; after
+    the server's write_timeout the connection is cut off and close() runs."""
+    result = Closing(None)
+    running = serve(wsgi.onstream(closing_app(result)), write_timeout=0.5)
+    with running.connect(TIMEOUT) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        sock.sendall(b"GET /it HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert result.closed.wait(WAIT), "close() was not called"
+    assert result.yielded * 65536 < (4 << 20) + tcp_rmem_max()
+
+
 def test_close_runs_when_an_http2_client_resets_the_stream(serve) -> None:
     """RST_STREAM mid-body: the waiting write fails, the iteration stops, close() runs; the
     connection's other streams go on."""
@@ -909,3 +922,20 @@ def test_the_worker_serves_on_after_client_errors(serve) -> None:
         sock.close()  # a reset
     with client(running) as c:
         assert len(c.post("/", content=b"abc").content) == 1 << 20
+
+
+def test_example_app(serve) -> None:
+    """examples/wsgi_app.py, served by its own onstream."""
+    path = Path(__file__).parent.parent / "examples" / "wsgi_app.py"
+    spec = importlib.util.spec_from_file_location("prefork_example_wsgi_app", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    running = serve(wsgi.onstream(example.app, threads=2))
+    upload = pattern(300_000)
+    with client(running) as c:
+        assert c.get("/").text == "Hello world!\n"
+        assert c.post("/echo", content=iter([upload[:1000], upload[1000:]])).content == upload
+        assert c.get("/count", params={"n": "2"}).text == "1\n2\n"
+        assert c.get("/source").content == path.read_bytes()
+        assert c.get("/nope").status_code == 404
