@@ -82,6 +82,7 @@ class Pool:
                 outcome = (None, exc)
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
                 loop.call_soon_threadsafe(_settle, future, *outcome)
+            del fn, loop, future, outcome  # an idle thread keeps no request (or traceback) alive
             with self._lock:
                 self._idle += 1
 
