@@ -4,18 +4,20 @@
 handler builds the environ on the loop, then runs the application in a bounded pool of
 threads (:class:`~prefork.apps.wsgi_io.Pool`), never on the loop. The application's thread
 reaches the stream only through a :class:`~prefork.apps.wsgi_io.Bridge`, which runs one
-stream coroutine at a time on the loop and waits for it:
+stream coroutine at a time on the loop:
 
 * ``wsgi.input`` asks for the next body chunk when the application reads, so the stream's own
   back-pressure holds the rest of an upload in the client;
-* each body chunk the application yields (or passes to ``write()``) is written before the next
-  is asked for, and the thread waits while the transport is paused: a client that does not
-  read holds up its own application thread, nothing else.
+* each body chunk the application yields (or passes to ``write()``) is written while it makes
+  the next, which waits until that write is done: the thread waits while the transport is
+  paused, so a client that does not read holds up its own application thread, nothing else.
 
-A response known in full (a list or tuple, the usual case) is written by the loop after the
-thread returns, in one step with its head. The handler then ends the response: it answers
-``500`` for an application error that came before the head, cuts the response off (HTTP/1
-closes, HTTP/2 resets the stream) for one that came after it, and logs the traceback either way.
+What the loop can write in one step after the thread returns, it does: a response known in
+full (a list or tuple, the usual case) with its head, and the chunk that completes the
+``Content-Length`` with the end of the response (the one chunk of most framework responses).
+The handler then ends the response: it answers ``500`` for an application error that came
+before the head, cuts the response off (HTTP/1 closes, HTTP/2 resets the stream) for one that
+came after it, and logs the traceback either way.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Call:
 
     def __init__(
         self, app: Callable[..., Any], env: dict[str, Any], stream: Stream, bridge: Bridge
-    ):
+    ) -> None:
         self.app = app
         self.env = env
         self.stream = stream

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import weakref
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -19,6 +20,8 @@ from prefork.stream import Stream
 
 log = logging.getLogger("prefork.wsgi")
 
+#: Per connection (the environ is built on the loop's thread only).
+_REMOTES: weakref.WeakKeyDictionary[Any, tuple[str, str] | None] = weakref.WeakKeyDictionary()
 PROTOCOLS = {1.0: "HTTP/1.0", 1.1: "HTTP/1.1", 2.0: "HTTP/2"}
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 #: RFC 9110 section 7.6.1: fields meant for one connection, which a WSGI application must not
@@ -109,10 +112,24 @@ def environ(base: dict[str, Any], stream: Stream) -> dict[str, Any]:
     if authority is not None and "HTTP_HOST" not in env:  # HTTP/2 carries no Host field
         env["HTTP_HOST"] = authority
     env["SERVER_NAME"], env["SERVER_PORT"] = _server(authority, stream, scheme)
-    peer = stream.peername()
-    if len(peer) == 3:
-        env["REMOTE_ADDR"], env["REMOTE_PORT"] = peer[1], str(peer[2])
+    remote = _remote(stream)
+    if remote is not None:
+        env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
     return env
+
+
+def _remote(stream: Stream) -> tuple[str, str] | None:
+    """REMOTE_ADDR and REMOTE_PORT (None on a Unix socket), worked out once per connection:
+    ``peername()`` costs microseconds, and a keep-alive connection carries many requests."""
+    conn = stream.connection
+    try:
+        return _REMOTES[conn]
+    except KeyError:
+        pass
+    peer = stream.peername()
+    remote = (peer[1], str(peer[2])) if len(peer) == 3 else None
+    _REMOTES[conn] = remote
+    return remote
 
 
 def _add_fields(env: dict[str, Any], req: Headers) -> None:
