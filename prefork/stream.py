@@ -108,6 +108,10 @@ class Stream(abc.ABC):
         """Send a piece of the response body; ``end_stream`` finishes the response."""
 
     @abc.abstractmethod
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """End the exchange: the server's status if nothing was written, else cut it off."""
+
+    @abc.abstractmethod
     def _end(self, status: int) -> None:
         """The handler returned (``status`` 503) or raised (500): answer ``status`` if no
         response was started, cut an unfinished one off, or do nothing if it is complete.

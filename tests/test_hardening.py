@@ -261,6 +261,9 @@ class Feed(Stream):
     async def write_chunk(self, data: bytes, end_stream: bool, timeout: Any = None) -> None:
         raise NotImplementedError("not used")
 
+    async def shutdown(self, timeout: float | None = None) -> None:
+        raise NotImplementedError("not used")
+
     def _end(self, status: int) -> None:
         raise NotImplementedError("not used")
 
@@ -283,3 +286,30 @@ def test_get_body_until_is_linear_and_exact() -> None:
     with pytest.raises(ProtocolError) as info:
         asyncio.run(limited.get_body_until(b"END"))
     assert info.value.status == 413
+
+
+def test_the_first_body_error_is_the_answer(serve) -> None:
+    """A chunk over max_body_size answers 413, even when the bytes after it (read as a size
+    line once the parser had failed) would be a 400 of their own."""
+    running = serve(whole, max_body_size=10)
+    with running.connect() as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n10\r\n" + b"y" * 16 + b"\r\n0\r\n\r\n"
+        )
+        response = read_response(sock)
+    assert response.startswith(b"HTTP/1.1 413 "), response[:80]
+
+
+def test_a_header_that_cannot_be_sent_gets_a_500(serve) -> None:
+    """A bad field in the response head is the handler's error before the head started."""
+
+    async def bad(server: Any, stream: Any) -> None:
+        await stream.get_headers()
+        await stream.write_headers(response_headers(x_bad="a\x01b"), True)
+
+    running = serve(bad, onerror=lambda *args: None)
+    with running.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = read_response(sock)
+    assert response.startswith(b"HTTP/1.1 500 "), response[:80]

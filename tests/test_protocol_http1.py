@@ -356,3 +356,19 @@ def test_invalid_host_values_get_400(host: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         parser.next_event()
     assert info.value.status == 400
+
+
+def test_a_failed_parser_stays_failed() -> None:
+    """After a chunk over max_body_size (413) the parser raises that 413 again, instead of
+    reading the chunk's data as the next size line (400)."""
+    parser = RequestParser(Limits(max_body_size=10))
+    parser.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n10\r\n"
+    )
+    with pytest.raises(ProtocolError) as first:
+        events(parser)
+    assert first.value.status == 413
+    parser.receive_data(b"y" * 16 + b"\r\n0\r\n\r\n")
+    with pytest.raises(ProtocolError) as again:
+        parser.next_event()
+    assert again.value is first.value

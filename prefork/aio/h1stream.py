@@ -80,7 +80,8 @@ class H1Stream(Stream):
         self._wake()
 
     def _fail(self, exc: BaseException) -> None:
-        self._read_error = exc
+        if self._read_error is None:  # the first error is the one that counts (413, not 400)
+            self._read_error = exc
         self._wake()
 
     def _peer_closed(self) -> None:
@@ -186,10 +187,11 @@ class H1Stream(Stream):
             and not (info.expects_continue and not self._continue_sent and not self._body_done)
         )
         self.status = status
-        framer = self._framer = ResponseFramer(
-            info.method, info.version, keep_alive, conn.version
-        )
+        framer = ResponseFramer(info.method, info.version, keep_alive, conn.version)
+        # a field that cannot be sent raises here, before the head counts as started: the
+        # handler's error then gets its 500 instead of a cut-off connection
         head = framer.head(status, headers.items(), end_stream, conn.host.date())
+        self._framer = framer
         if end_stream:
             self._complete(head + framer.end())
             return

@@ -107,7 +107,10 @@ class Worker:
         try:
             await server.serve()
             if self.lifespan is not None:  # after the last connection
-                await self.lifespan.shutdown()
+                try:
+                    await self.lifespan.shutdown()
+                except Exception:
+                    log.exception("lifespan shutdown failed")
         finally:
             self._flush_closed()
             loop.remove_reader(self.channel.fileno())

@@ -1,17 +1,13 @@
 """HTTP/1.0 and HTTP/1.1 requests for a server, sans-I/O.
 
-:class:`RequestParser` reads requests. It checks each request head itself (RFC 9112 sections
-2.2, 3, 5 and 6: bare LF, obs-fold, request-line and header-section limits, Content-Length
-together with Transfer-Encoding, repeated Content-Length) and then lets h11 parse the head; it
-frames the body itself. h11 is lenient where RFC 9112 lets a recipient be (it accepts bare LF
-and merges identical Content-Length values); a server should not be, because a proxy in front
-of it may read the same bytes differently (request smuggling). h11 only sees heads that
-passed. A fresh ``h11.Connection`` per request (0.8 us) replaces ``start_next_cycle``, so
-pipelined bytes pass through the same check.
-
-The response half is :mod:`prefork.protocol.h1response`. This module is the seam for another
-parser (httptools): the glue only uses ``RequestParser``'s methods and the event classes it
-returns. See docs/architecture.md.
+:class:`RequestParser` checks each request head itself (:mod:`prefork.protocol.h1head`: bare
+LF, obs-fold, limits, Content-Length with Transfer-Encoding, repeated Content-Length), then
+lets h11 parse the head, then frames the body itself: h11 is lenient where RFC 9112 lets a
+recipient be, and a server behind a proxy must not be (request smuggling). A fresh
+``h11.Connection`` per head (0.8 us) replaces ``start_next_cycle``, so pipelined bytes pass
+through the same check. The response half is :mod:`prefork.protocol.h1response`. This module
+is the seam for another parser (httptools): the glue only uses ``RequestParser``'s methods and
+the event classes it returns. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -80,7 +76,7 @@ _CHUNK_EXT = re.compile(  # RFC 9112 section 7.1.1: *( BWS ";" BWS name [ BWS "=
 )
 _EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 _MAX_LENGTH = b"9223372036854775807"  # 2**63 - 1: a signed 64-bit parser in front reads it too
-_NO_BODY, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(7)
+_NO_BODY, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE, _FAILED = range(8)
 
 
 class RequestParser:
@@ -95,7 +91,16 @@ class RequestParser:
     would wrap them) and accepts bare LF in the trailer section.
     """
 
-    __slots__ = ("_buf", "_eof", "_left", "_limits", "_scanned", "_state", "body_received")
+    __slots__ = (
+        "_buf",
+        "_eof",
+        "_error",
+        "_left",
+        "_limits",
+        "_scanned",
+        "_state",
+        "body_received",
+    )
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
@@ -104,6 +109,7 @@ class RequestParser:
         self._left = 0
         self._eof = False
         self._scanned = 0  # bytes of an incomplete head or trailer section already checked
+        self._error: ProtocolError | None = None  # once failed, the parser stays failed
         self.body_received = 0
 
     def receive_data(self, data: bytes) -> None:
@@ -128,18 +134,25 @@ class RequestParser:
         return len(self._buf)
 
     def next_event(self) -> Any:
-        """Return the next event; raise :class:`ProtocolError` on bad input."""
+        """Return the next event; raise :class:`ProtocolError` on bad input, and the same
+        error again on every later call (the bytes after it are not read as a message)."""
         state = self._state
-        if state is None:
-            return self._next_request()
-        if state == _LENGTH:
-            return self._next_data()
-        if state == _DONE:
-            return PAUSED
-        if state == _NO_BODY:
-            self._state = _DONE
-            return EndOfMessage([])
-        return self._next_chunked()
+        try:
+            if state is None:
+                return self._next_request()
+            if state == _LENGTH:
+                return self._next_data()
+            if state == _DONE:
+                return PAUSED
+            if state == _NO_BODY:
+                self._state = _DONE
+                return EndOfMessage([])
+            if state == _FAILED:
+                raise self._error  # type: ignore[misc]
+            return self._next_chunked()
+        except ProtocolError as exc:
+            self._state, self._error = _FAILED, exc
+            raise
 
     def start_next_cycle(self) -> None:
         """Forget the finished request; bytes already received start the next one."""
