@@ -137,7 +137,7 @@ class Host:
     def add_stream(self, stream: Stream) -> None:
         """Run ``onstream(server, stream)`` in a new task."""
         self.requests += 1
-        self._tasks.add(self.loop.create_task(self._run_stream(stream)))
+        self._tasks.add(stream.connection.loop.create_task(self._run_stream(stream)))
 
     async def _run_stream(self, stream: Stream) -> None:
         try:

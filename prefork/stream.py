@@ -36,13 +36,13 @@ class Stream(abc.ABC):
     #: Response body bytes written so far.
     bytes_sent: int
     #: True once the client has gone away (see :meth:`wait_disconnected`).
-    disconnected: bool
+
+    _gone: asyncio.Future[None] | None = None  # made by the first wait_disconnected()
+    disconnected = False  # set on the instance when the client goes
 
     def __init__(self) -> None:
         self._unget: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._gone: asyncio.Future[None] | None = None
-        self.disconnected = False
 
     # -- waiting for the connection ------------------------------------------------------------
 

@@ -39,7 +39,6 @@ class H1Stream(Stream):
         self.connection = connection
         self.peer_version = info.version
         self._info = info
-        self.request_headers = info.headers
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._body_done = False
@@ -54,6 +53,11 @@ class H1Stream(Stream):
         self._response_done = False
         self.status: int | None = None
         self.bytes_sent = 0
+
+    @property
+    def request_headers(self) -> Headers:  # type: ignore[override]
+        """The request headers (pseudo-headers first); reading them consumes nothing."""
+        return self._info.headers
 
     def __repr__(self) -> str:
         h = self._info.headers
