@@ -4,6 +4,7 @@ the plain-text error response, and the ``(family, address, port)`` names of a tr
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 from http import HTTPStatus
@@ -13,6 +14,11 @@ from prefork.protocol.h1response import NO_BODY, ResponseFramer
 
 # Connection states, ordered: >= CLOSED means no more I/O.
 SETUP, OPEN, LINGERING, CLOSED, TAKEN = range(5)
+
+
+def finite(seconds: float) -> float | None:
+    """A timeout for ``asyncio.timeout``: None for ``math.inf`` (no limit)."""
+    return None if math.isinf(seconds) else seconds
 
 
 def response_status(headers: Headers) -> int:

@@ -19,7 +19,7 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hpack import HeaderTuple
 
-from prefork.aio.common import response_status
+from prefork.aio.common import finite, response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
 from prefork.protocol.http2 import response_fields
@@ -270,7 +270,7 @@ class H2Stream(Stream):
         conn._flush()  # what fits must leave before waiting: it is what opens the window
         waiter = conn._windows[self.stream_id] = conn.loop.create_future()
         try:
-            async with asyncio.timeout(conn.write_timeout):
+            async with asyncio.timeout(finite(conn._options.write_timeout)):
                 await waiter
         except TimeoutError:
             # write_timeout: the client opened no window; the others on the connection live on

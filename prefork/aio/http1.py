@@ -17,7 +17,6 @@ the transport's buffer is over its high-water mark.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import socket
 from typing import Any
@@ -29,6 +28,7 @@ from prefork.aio.common import (
     SETUP,
     TAKEN,
     error_response,
+    finite,
     transport_name,
 )
 from prefork.aio.deadline import Deadline
@@ -58,9 +58,6 @@ class H1Connection(asyncio.Protocol):
         self.scheme = "http" if tls is None else "https"
         self._options = options = host.options
         self.version: float = options.version or 1.1
-        self.max_buffered_body = options.max_buffered_body
-        timeout = options.write_timeout
-        self._write_timeout = None if math.isinf(timeout) else timeout
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._parser = http1.RequestParser(host.limits)
         self._stream: H1Stream | None = None
@@ -70,9 +67,13 @@ class H1Connection(asyncio.Protocol):
         self._reading = True
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        # write_timeout: a client that reads nothing while our buffer is full is cut off
-        self._write_deadline = Deadline(self.loop, self._write_stalled)
+        self._write_deadline: Deadline | None = None  # made the first time writing pauses
         self._deadline = Deadline(self.loop, self._timed_out)
+
+    @property
+    def max_buffered_body(self) -> int:
+        """The server's ``max_buffered_body`` (for the stream's whole-body reads)."""
+        return self._options.max_buffered_body
 
     def __repr__(self) -> str:
         return f"<prefork.H1Connection peer={self.peername()!r} state={self._state}>"
@@ -112,7 +113,8 @@ class H1Connection(asyncio.Protocol):
         taken = self._state == TAKEN
         self._state = CLOSED
         self._deadline.cancel()
-        self._write_deadline.cancel()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
         stream = self._stream
         if stream is not None and not taken:
             stream._lost()
@@ -121,17 +123,18 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        # write_timeout: a client that reads nothing while our buffer is full is cut off
+        if self._write_deadline is None:
+            # the client read nothing while responses waited: gone in all but name; abort
+            # (connection_lost wakes every writer with BrokenPipeError)
+            self._write_deadline = Deadline(self.loop, self.transport.abort)
         self._write_deadline.arm(self._options.write_timeout)
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._write_deadline.clear()
+        if self._write_deadline is not None:
+            self._write_deadline.clear()
         self._wake_writers()
-
-    def _write_stalled(self) -> None:
-        # The client read nothing for write_timeout while responses waited: it is gone in
-        # all but name. Abort: connection_lost wakes every writer with BrokenPipeError.
-        self.transport.abort()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -315,7 +318,7 @@ class H1Connection(asyncio.Protocol):
             await self._wait_writable(None)
             piece = min(SENDFILE_PIECE, end - offset)
             try:
-                async with asyncio.timeout(self._write_timeout):
+                async with asyncio.timeout(finite(self._options.write_timeout)):
                     await self.loop.sendfile(self.transport, file, offset, piece)
             except TimeoutError:
                 self.transport.abort()
@@ -353,7 +356,8 @@ class H1Connection(asyncio.Protocol):
         data = await self._detach()
         transport = self.transport
         self._deadline.cancel()
-        self._write_deadline.cancel()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
         self.host.connection_lost(self)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

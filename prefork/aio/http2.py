@@ -13,7 +13,6 @@ request into stream 1 of a new connection (RFC 7540 section 3.2). docs/http2.md 
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import TYPE_CHECKING, Any
 
 import h2.events as ev
@@ -56,9 +55,6 @@ class H2Connection(asyncio.Protocol):
         self.loop = host.loop
         self._options = host.options
         self.max_body_size = host.limits.max_body_size
-        self.max_buffered_body = self._options.max_buffered_body
-        timeout = self._options.write_timeout
-        self.write_timeout = None if math.isinf(timeout) else timeout
         self.tls = tls
         self.scheme = "http" if tls is None else "https"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -77,10 +73,13 @@ class H2Connection(asyncio.Protocol):
         self._closing = False  # close_gracefully() waits for a first request
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        # write_timeout: a client that reads nothing while our buffer is full is cut off
-        self._write_deadline = Deadline(self.loop, self._write_stalled)
+        self._write_deadline: Deadline | None = None  # made the first time writing pauses
         self._flush_handle: asyncio.Handle | None = None
         self._deadline = Deadline(self.loop, self._timed_out)
+
+    @property
+    def max_buffered_body(self) -> int:  # for the streams' whole-body reads
+        return self._options.max_buffered_body
 
     def __repr__(self) -> str:
         return f"<prefork.H2Connection peer={self.peername()!r} streams={len(self._streams)}>"
@@ -137,7 +136,8 @@ class H2Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._deadline.cancel()
-        self._write_deadline.cancel()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -150,17 +150,18 @@ class H2Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        # write_timeout: a client that reads nothing while our buffer is full is cut off
+        if self._write_deadline is None:
+            # the client read nothing while responses waited: gone in all but name; abort
+            # (connection_lost wakes every writer with BrokenPipeError)
+            self._write_deadline = Deadline(self.loop, self.transport.abort)
         self._write_deadline.arm(self._options.write_timeout)
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._write_deadline.clear()
+        if self._write_deadline is not None:
+            self._write_deadline.clear()
         self._wake_writers()
-
-    def _write_stalled(self) -> None:
-        # The client read nothing for write_timeout while responses waited: it is gone in
-        # all but name. Abort: connection_lost wakes every writer with BrokenPipeError.
-        self.transport.abort()
 
     # -- h2 events ---------------------------------------------------------------------------
 
