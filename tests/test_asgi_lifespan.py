@@ -21,6 +21,7 @@ import prefork.asgi
 import prefork.server
 from prefork.asgi import Lifespan, LifespanFailure
 from tests.conftest import run_async
+from tests.helpers import wait_until
 from tests.master_helpers import APPS, clean_env, get
 
 TIMEOUT = 10.0
@@ -244,3 +245,38 @@ def test_a_failing_startup_keeps_the_master_from_serving(start_master) -> None:
     )
     assert master.wait(TIMEOUT * 2) != 0
     assert "the database is not there" in master.stderr() + master.log()
+
+
+def test_a_reload_whose_startup_fails_keeps_the_old_generation(start_master, tmp_path) -> None:
+    """HUP with a startup that fails: the new workers never become ready, the failure is
+    logged, and the old worker serves on; once the cause is gone, the next HUP takes."""
+    flag = tmp_path / "fail"
+    master = start_master(
+        None,
+        "--lifespan",
+        "on",
+        f"{APPS / 'asgi_lifespan.py'}:app",
+        workers=1,
+        env=clean_env(ASGI_LIFESPAN_FAIL_IF=str(flag)),
+    )
+    (old,) = master.wait_workers(1)
+    flag.write_text("")
+    master.signal(signal.SIGHUP)
+    wait_until(
+        lambda: "reload: generation 1 failed" in master.log(),
+        timeout=TIMEOUT * 3,
+        what="the failed reload",
+    )
+    assert "no database 7d1c" in master.log()
+    assert master.wait_workers(1) == [old]
+    status, body = get(master.port, "/")
+    assert (status, json.loads(body)["started_by"]) == (200, old)
+    flag.unlink()
+    master.signal(signal.SIGHUP)
+    wait_until(
+        lambda: old not in master.workers() and len(master.ready_workers()) == 1,
+        timeout=TIMEOUT * 3,
+        what="the next reload",
+    )
+    status, body = get(master.port, "/")
+    assert status == 200 and json.loads(body)["started_by"] != old

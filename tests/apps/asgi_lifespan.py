@@ -1,7 +1,8 @@
 """Test app (ASGI): ``app`` starts up (``state``: the worker's pid) and shuts down, appending
 ``startup:<pid>``/``shutdown:<pid>`` to the file named by ``$ASGI_LIFESPAN_LOG``; a request gets
 its scope's state as JSON, with ``copy`` true when that state is a copy of the lifespan's.
-``failing`` answers ``lifespan.startup.failed``.
+``failing`` answers ``lifespan.startup.failed``; so does ``app`` while the file named by
+``$ASGI_LIFESPAN_FAIL_IF`` exists (a deploy whose startup fails).
 """
 
 import json
@@ -22,6 +23,10 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             event = message["type"].rpartition(".")[2]
+            fail_if = os.environ.get("ASGI_LIFESPAN_FAIL_IF")
+            if event == "startup" and fail_if and os.path.exists(fail_if):
+                await send({"type": "lifespan.startup.failed", "message": "no database 7d1c"})
+                return
             if event == "startup":
                 scope["state"]["started_by"] = os.getpid()
                 STATE["lifespan"] = scope["state"]
