@@ -68,6 +68,20 @@ SUITES = {
         ["h2c", "h2-tls", "https-keep-alive", "https-close"],
         8,
     ),
+    "apps": (
+        [
+            "prefork-stream",
+            "prefork-asgi",
+            "uvicorn-h11",
+            "hypercorn",
+            "prefork-fastapi",
+            "uvicorn-h11-fastapi",
+            "prefork-flask",
+            "gunicorn-gthread-flask",
+        ],
+        ["keep-alive", "idle-memory"],
+        10,
+    ),
 }
 
 
@@ -140,6 +154,8 @@ def test_documented_commands_parse() -> None:
     [
         (["--servers", "nope"], "unknown --servers for --suite single: nope"),
         (["--suite", "tls", "--scenarios", "keep-alive"], "unknown --scenarios for --suite tls"),
+        (["--suite", "apps", "--scenarios", "close"], "unknown --scenarios for --suite apps"),
+        (["--suite", "apps", "--servers", "prefork"], "unknown --servers for --suite apps"),
         (["--suite", "bogus"], "invalid choice: 'bogus'"),
         (["--idle", "0"], "must be >= 1"),
         (["--suite", "tls", "--h2-streams", "0"], "must be >= 1"),
@@ -164,5 +180,5 @@ def test_help_runs(how: list[str]) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "--suite {single,master,tls}" in proc.stdout
+    assert "--suite {single,master,tls,apps}" in proc.stdout
     assert proc.stdout.startswith(f"usage: python {' '.join(how)} ")

@@ -40,4 +40,16 @@ Scenarios (each against its own servers):
   https-close       the same with "Connection: close": a new TLS handshake per request
 h2load's failed / errored / timed-out requests are counted as errors and its messages printed.
 Goals: h2c and h2-tls >= 2x hypercorn, https-keep-alive >= 1.3x uvicorn-h11 (reported only).
+
+--suite apps: application interfaces (issue 10, item 7), one worker per server: prefork
+--workers 1 (master and worker pinned together on --server-cpu, as gunicorn's master and worker
+are) running tools/peers/asgi_hello.py (--interface asgi) against uvicorn-h11 and hypercorn,
+and the same response through the raw stream API (prefork-stream: the ASGI adapter's cost);
+tools/peers/fastapi_hello.py on prefork and on uvicorn-h11; tools/peers/flask_hello.py on
+prefork --interface wsgi --threads 4 and on gunicorn -k gthread -w 1 --threads 4. FastAPI and
+Flask must be importable by prefork's python; they are installed in the peers venv at the same
+versions when missing there. Scenarios keep-alive (-c64, with the server's CPU) and idle-memory.
+Each row's ratio is against the peer running the same app (the `vs` column). Goals: ASGI
+keep-alive >= 1.5x uvicorn-h11 and >= 2.5x hypercorn, FastAPI >= 1.2x uvicorn-h11, Flask >= 1.5x
+gunicorn gthread, KiB per idle connection <= 0.5x uvicorn-h11 (reported only).
 """

@@ -59,7 +59,8 @@ def add_load_options(add: Callable[..., object]) -> None:
         choices=tuple(SUITES),
         default="single",
         help="single: one process per server (default); master: 2 workers per server; tls: "
-        "HTTP/2 (h2load) and HTTPS HTTP/1.1, one process per server",
+        "HTTP/2 (h2load) and HTTPS HTTP/1.1, one process per server; apps: ASGI, FastAPI and "
+        "Flask apps on prefork --workers 1 against uvicorn, hypercorn and gunicorn",
     )
     add(
         "--servers",

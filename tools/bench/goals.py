@@ -1,14 +1,20 @@
-"""The master and tls suites' goals and notes (reported, never the exit status)."""
+"""The master, tls and apps suites' goals and notes (reported, never the exit status)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tools.bench.measure import BUSY_CORES
 from tools.bench.servers import (
     BALANCED,
+    BASELINE,
+    FASTAPI_BASELINE,
+    FLASK_BASELINE,
     H2_BASELINE,
     H2C_BASELINE,
     MASTER_BASELINE,
@@ -169,6 +175,118 @@ def master_notes(
     ]:
         notes.append(
             "Less than half a core busy (server + wrk), so bound by latency, not CPU: "
+            + ", ".join(lazy)
+        )
+    if busy := [
+        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0) > BUSY_CORES
+    ]:
+        notes.append(
+            f"WARNING: other processes used > {BUSY_CORES} cores during "
+            + ", ".join(busy)
+            + ": rerun those rows on a quiet machine"
+        )
+    return notes
+
+
+# --suite apps (issue 10 item 7) -----------------------------------------------------------------
+
+# (goal text, scenario, server, the server it is compared with, target, at most?)
+APPS_GOALS = (
+    ("ASGI hello req/s", "keep-alive", "prefork-asgi", BASELINE, 1.5, False),
+    ("ASGI hello req/s", "keep-alive", "prefork-asgi", "hypercorn", 2.5, False),
+    ("FastAPI hello req/s", "keep-alive", "prefork-fastapi", FASTAPI_BASELINE, 1.2, False),
+    ("Flask hello req/s", "keep-alive", "prefork-flask", FLASK_BASELINE, 1.5, False),
+    ("ASGI KiB per idle connection", "idle-memory", "prefork-asgi", BASELINE, 0.5, True),
+)
+
+
+def cpu_us_per_request(row: dict[str, Any]) -> float | None:
+    """The server's CPU microseconds per request in a wrk row (None elsewhere)."""
+    cores, rps = row.get("server_cores"), row.get("rps")
+    return cores * 1e6 / rps if cores is not None and rps else None
+
+
+def measured_row(rows: list[dict[str, Any]], server: str, scen: str) -> dict[str, Any]:
+    """The server's row in the scenario, {} if it has none or it failed."""
+    ok = (r for r in rows if r["server"] == server and r["scenario"] == scen and "error" not in r)
+    return next(ok, {})
+
+
+def apps_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 10 item 7's goals against this run's rows (reported, never the exit status), then
+    the ASGI adapter's cost: prefork-asgi over prefork-stream (req/s, CPU us per request)."""
+
+    def ratio(server: str, base: str, scen: str, key: Callable[[dict[str, Any]], Any]) -> Any:
+        val, ref = key(measured_row(rows, server, scen)), key(measured_row(rows, base, scen))
+        return val / ref if val is not None and ref else None
+
+    goals = []
+    for text, scen, server, base, target, at_most in APPS_GOALS:
+        metric = "kib_per_conn" if scen == "idle-memory" else "rps"
+        value = ratio(server, base, scen, lambda r, m=metric: r.get(m))
+        met = None if value is None else (value <= target if at_most else value >= target)
+        goals.append(
+            {
+                "goal": f"{scen}: {text}, {server} over {base}",
+                "value": value,
+                "target": f"{'<=' if at_most else '>='} {target:.2f}x",
+                "met": met,
+            }
+        )
+    for text, key in (
+        ("req/s", lambda r: r.get("rps")),
+        ("CPU us per request", cpu_us_per_request),
+    ):
+        goals.append(
+            {
+                "goal": f"keep-alive: the ASGI adapter's cost, prefork-asgi {text} over "
+                "prefork-stream's (the raw stream API)",
+                "value": ratio("prefork-asgi", "prefork-stream", "keep-alive", key),
+                "target": "none, reported",
+                "met": None,
+            }
+        )
+    return goals
+
+
+def _dist_versions(venv: Path | None, names: tuple[str, ...]) -> str:
+    """The versions ("fastapi 0.1, flask 3.1") in prefork's python (venv None) or in `venv`."""
+    found = []
+    for name in names:
+        if venv is None:
+            try:
+                found.append(f"{name} {importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                found.append(f"{name} missing")
+            continue
+        dists = sorted(venv.glob(f"lib/python*/site-packages/{name}-*.dist-info"))
+        found.append(f"{name} {dists[0].name[len(name) + 1 : -10]}" if dists else f"{name} missing")
+    return ", ".join(found)
+
+
+def apps_notes(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
+    frameworks = ("fastapi", "starlette", "pydantic", "flask", "werkzeug")
+    notes = [
+        f"{os.cpu_count()} CPUs. Each server runs one worker; the prefork and gunicorn masters "
+        f"and their worker are pinned together with taskset -c {args.server_cpu} (uvicorn and "
+        f"hypercorn are one process), wrk -t{args.threads} with taskset -c {args.load_cpu}. "
+        f"keep-alive: wrk -c{args.connections}, {args.warmup} s warm-up, {args.duration} s "
+        f"measured; idle-memory: {args.idle} connections. A fresh server per row.",
+        "Apps: tools/peers/asgi_hello.py (prefork-asgi, uvicorn-h11, hypercorn), "
+        "tools/peers/prefork_hello.py:onstream (prefork-stream: the same response through the raw "
+        "stream API, without examples/hello.py's log line per request), tools/peers/"
+        "fastapi_hello.py (an async route), tools/peers/flask_hello.py (prefork --interface wsgi "
+        "--threads 4, gunicorn -k gthread -w 1 --threads 4).",
+        f"Frameworks: prefork's python: {_dist_versions(None, frameworks)}; peers venv "
+        f"{args.peers_venv}: {_dist_versions(args.peers_venv, frameworks)}.",
+    ]
+    if lazy := [
+        f"{r['server']} / {r['scenario']}"
+        for r in rows
+        if r.get("rps") and r.get("server_cores") is not None and r["server_cores"] < 0.9
+    ]:
+        notes.append(
+            "The server used less than 0.9 of its core, so it was not the limit (wrk, latency): "
             + ", ".join(lazy)
         )
     if busy := [

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.bench.goals import master_goals, master_notes, tls_goals, tls_notes
+from tools.bench.goals import (
+    apps_goals,
+    apps_notes,
+    cpu_us_per_request,
+    master_goals,
+    master_notes,
+    tls_goals,
+    tls_notes,
+)
 from tools.bench.servers import (
     BASELINE,
     MASTER_BASELINE,
@@ -36,8 +44,9 @@ class Results:
 
 
 def add_ratios(rows: list[dict[str, Any]], suite: Suite = SUITES["single"]) -> None:
-    """ratio_to_baseline: the scenario's metric over its baseline server's (the suite's unless
-    the scenario names one); skew rows also get p99_vs_round_robin (over prefork-rr-w2's)."""
+    """ratio_to_baseline: the scenario's metric over its baseline server's (the scenario's, else
+    the row's server's, else the suite's), named in `vs`; skew rows also get p99_vs_round_robin
+    (over prefork-rr-w2's)."""
 
     def ref(server: str, scen: str, metric: str) -> Any:
         return next(
@@ -47,7 +56,9 @@ def add_ratios(rows: list[dict[str, Any]], suite: Suite = SUITES["single"]) -> N
     for r in rows:
         scenario = suite.scenarios[r["scenario"]]
         metric = scenario.metric
-        base, val = ref(scenario.baseline or suite.baseline, r["scenario"], metric), r.get(metric)
+        sdef = suite.servers.get(r["server"])
+        r["vs"] = scenario.baseline or (sdef and sdef.baseline) or suite.baseline
+        base, val = ref(r["vs"], r["scenario"], metric), r.get(metric)
         r["ratio_to_baseline"] = val / base if metric and val is not None and base else None
         if suite is SUITES["master"] and scenario.baseline == SHARED_ACCEPT:
             rr = ref(ROUND_ROBIN, r["scenario"], "p99_ms")
@@ -196,6 +207,38 @@ p99: wrk's (h2load reports no percentiles). errors: h2load's requests not answer
                 print(f"    {line}")
 
 
+def print_apps_table(rows: list[dict[str, Any]]) -> None:
+    head = ("server", "scenario", "req/s", "p99 ms", "errors", "KiB/conn", "srv cores")
+    render(
+        [(*head, "CPU us/req", "other", "ratio", "vs")]
+        + [
+            (r["server"], r["scenario"], "FAILED: " + r["error"])
+            if "error" in r
+            else (
+                r["server"],
+                r["scenario"],
+                fmt(r.get("rps"), ",.0f"),
+                fmt(r.get("p99_ms"), ".2f"),
+                fmt(r.get("errors"), "d"),
+                fmt(r.get("kib_per_conn"), ".1f"),
+                fmt(r.get("server_cores"), ".2f"),
+                fmt(cpu_us_per_request(r), ".1f"),
+                fmt(r.get("other_cores"), ".2f"),
+                fmt(r.get("ratio_to_baseline"), ".2f", "x"),
+                r["vs"],
+            )
+            for r in rows
+        ]
+    )
+    print(
+        """
+srv cores: CPU seconds per second of the measured run, the server's processes together (the
+  prefork and gunicorn masters included); CPU us/req: srv cores / req/s. other: the rest of
+  the machine's busy CPU meanwhile. KiB/conn: (RSS after - RSS before) / connections, children
+  included. ratio: req/s (KiB/conn) over the `vs` server's, same scenario."""
+    )
+
+
 def print_goals(goals: list[dict[str, Any]], source: str = "issue 4, item 9") -> None:
     print(f"\nGoals ({source}), this run:")
     for g in goals:
@@ -207,7 +250,7 @@ def print_goals(goals: list[dict[str, Any]], source: str = "issue 4, item 9") ->
 
 
 def print_progress(suite: str, row: dict[str, Any]) -> None:
-    """The master and tls suites' line after each measured row."""
+    """The master, tls and apps suites' line after each measured row."""
     if "error" in row:
         return
     if suite == "tls":
@@ -230,6 +273,12 @@ def print_progress(suite: str, row: dict[str, Any]) -> None:
             f"{fmt(row.get('p99_ms'), '.2f')} ms, per-worker "
             f"{row.get('split') or '-'}, other {fmt(row.get('other_cores'), '.2f')}"
         )
+    if suite == "apps":
+        print(
+            f"#   {fmt(row.get('rps'), ',.0f')} req/s, {fmt(row.get('kib_per_conn'), '.1f')} "
+            f"KiB/conn, errors {row.get('errors')}, srv cores "
+            f"{fmt(row.get('server_cores'), '.2f')}, other {fmt(row.get('other_cores'), '.2f')}"
+        )
 
 
 def print_report(
@@ -246,6 +295,10 @@ def print_report(
             print_master_table(rows)
             goals, notes = master_goals(rows), master_notes(args, servers, rows)
             print_goals(goals)
+        elif args.suite == "apps":
+            print_apps_table(rows)
+            goals, notes = apps_goals(rows), apps_notes(args, rows)
+            print_goals(goals, "issue 10, item 7")
         else:
             print_tls_table(rows, args.scenarios)
             goals, notes = tls_goals(rows), tls_notes(args, rows)

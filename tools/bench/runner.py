@@ -10,7 +10,7 @@ from typing import Any
 
 from tools.bench.cert import write_cert
 from tools.bench.measure import BUSY_CORES, wait_quiet
-from tools.bench.peers import ensure_peers_venv, has_gunicorn_asgi
+from tools.bench.peers import ensure_app_packages, ensure_peers_venv, has_gunicorn_asgi
 from tools.bench.process import StartError, free_port, running
 from tools.bench.report import Results, print_progress
 from tools.bench.servers import HOST, REPO, SHARED_ACCEPT, SHARED_ACCEPT_FALLBACK, ServerDef
@@ -18,11 +18,14 @@ from tools.bench.suites import SUITES
 
 
 def prepare_servers(args: argparse.Namespace) -> dict[str, ServerDef]:
-    """The suite's servers; the peers venv made if a chosen server needs it, and gunicorn's asgi
-    worker replaced by uvicorn's when this gunicorn has none."""
+    """The suite's servers; the peers venv made if a chosen server needs it (with FastAPI and
+    Flask for the apps suite), and gunicorn's asgi worker replaced by uvicorn's when this
+    gunicorn has none."""
     servers = dict(SUITES[args.suite].servers)
     if any(servers[s].peer for s in args.servers):
         ensure_peers_venv(args.peers_venv)
+        if args.suite == "apps":
+            ensure_app_packages(args.peers_venv)
     if (
         args.suite == "master"
         and SHARED_ACCEPT in args.servers

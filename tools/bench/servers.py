@@ -1,4 +1,5 @@
-"""How each server is started: ServerDef and the servers of the single, master and tls suites."""
+"""How each server is started: ServerDef and the servers of the single, master, tls and apps
+suites."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class ServerDef:
     workers: int = 1  # processes that serve requests
     counts: bool = False  # the app is tools/peers/work.py's: /burn, /pid, per-process counts
     https: bool = False  # serves TLS only: the readiness probe is an HTTPS GET (not verified)
+    baseline: str | None = None  # the server its ratios are against, when not the suite's
 
     def render(self, **values: str) -> list[str]:
         return [part.format(**values) for part in self.argv]
@@ -229,5 +231,80 @@ TLS_SERVERS: dict[str, ServerDef] = {
     # ALPN h2 and http/1.1 (hypercorn's defaults)
     H2_BASELINE: ServerDef(
         (*HYPERCORN_ARGV, *CERT_ARGS), needs="{venv}/bin/hypercorn", peer=True, https=True
+    ),
+}
+
+
+# --suite apps: application interfaces (issue 10 item 7), one worker, master and worker pinned ----
+# together on --server-cpu. The same app module on prefork and on the peer it is compared with.
+
+FASTAPI_BASELINE = "uvicorn-h11-fastapi"
+FLASK_BASELINE = "gunicorn-gthread-flask"
+FASTAPI_APP = "tools.peers.fastapi_hello:app"
+FLASK_APP = "tools.peers.flask_hello:app"
+PREFORK_W1 = (
+    "{python}",
+    "-m",
+    "prefork",
+    "--workers",
+    "1",
+    "--bind",
+    "{host}:{port}",
+    "--log-level",
+    "warning",
+    "--intra-stream-timeout",  # the idle keep-alive timeout, as the peers' KEEPALIVE_S
+    KEEPALIVE_S,
+)
+# The raw stream API hello: tools/peers/prefork_hello.py answers as examples/hello.py does
+# (same head and body) but logs nothing; examples/hello.py:reply prints and flushes a line per
+# request, which would be measured instead of the API.
+STREAM_APP = "tools/peers/prefork_hello.py:onstream"
+
+
+def _apps_prefork(*tail: str, baseline: str | None = None) -> ServerDef:
+    return ServerDef(
+        (*PREFORK_W1, *tail),
+        needs="{repo}/prefork/__main__.py",
+        pythonpath=True,
+        baseline=baseline,
+    )
+
+
+APPS_SERVERS: dict[str, ServerDef] = {
+    "prefork-stream": _apps_prefork(STREAM_APP),
+    "prefork-asgi": _apps_prefork("--interface", "asgi", ASGI_APP),
+    BASELINE: SERVERS[BASELINE],
+    "hypercorn": SERVERS["hypercorn"],
+    "prefork-fastapi": _apps_prefork("--interface", "asgi", FASTAPI_APP, baseline=FASTAPI_BASELINE),
+    FASTAPI_BASELINE: ServerDef(
+        tuple(FASTAPI_APP if part == ASGI_APP else part for part in SERVERS[BASELINE].argv),
+        needs="{venv}/bin/uvicorn",
+        peer=True,
+        baseline=FASTAPI_BASELINE,
+    ),
+    "prefork-flask": _apps_prefork(
+        "--interface", "wsgi", "--threads", "4", FLASK_APP, baseline=FLASK_BASELINE
+    ),
+    FLASK_BASELINE: ServerDef(
+        (
+            "{venv}/bin/gunicorn",
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "--bind",
+            "{host}:{port}",
+            "--keep-alive",  # default 2 s: idle-memory's connections would be closed
+            KEEPALIVE_S,
+            "--worker-connections",  # default 1000: idle-memory's --idle 1000 plus the probe
+            "100000",
+            *GUNICORN_TAIL,
+            FLASK_APP,
+        ),
+        needs="{venv}/bin/gunicorn",
+        peer=True,
+        baseline=FLASK_BASELINE,
     ),
 }

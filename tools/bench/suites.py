@@ -10,6 +10,7 @@ from typing import Any
 from tools.bench.connections import burst_spread, idle_memory
 from tools.bench.process import Running
 from tools.bench.servers import (
+    APPS_SERVERS,
     BASELINE,
     H2_BASELINE,
     H2C_BASELINE,
@@ -89,6 +90,13 @@ TLS_SCENARIOS: dict[str, Scenario] = {
 TLS_DURATION = 8  # wrk seconds: the whole suite in about 3 minutes
 
 
+# One worker; server_cores is the master's and the worker's CPU together.
+APPS_SCENARIOS: dict[str, Scenario] = {
+    "keep-alive": Scenario(mp_wrk_scenario(), "rps"),
+    "idle-memory": Scenario(idle_memory, "kib_per_conn"),
+}
+
+
 @dataclass(frozen=True)
 class Suite:
     servers: dict[str, ServerDef]
@@ -101,4 +109,5 @@ SUITES = {
     "single": Suite(SERVERS, SCENARIOS, tuple(SCENARIOS), BASELINE),
     "master": Suite(MASTER_SERVERS, MASTER_SCENARIOS, MASTER_DEFAULT_SCENARIOS, MASTER_BASELINE),
     "tls": Suite(TLS_SERVERS, TLS_SCENARIOS, tuple(TLS_SCENARIOS), TLS_BASELINE),
+    "apps": Suite(APPS_SERVERS, APPS_SCENARIOS, tuple(APPS_SCENARIOS), BASELINE),
 }
