@@ -94,7 +94,20 @@ class ResponseFramer:
             self.keep_alive = False
         if status < 200:
             return self._informational(status, out)
-        self._choose_framing(status, length, chunked, end_stream, out)
+        # RFC 9112 section 6.3, for a final response: the body's framing
+        method = self.method
+        if method == b"HEAD" or status in (204, 304) or (method == b"CONNECT" and status < 300):
+            self.mode = NO_BODY
+        elif length is not None and not chunked:
+            self.mode, self.remaining = LENGTH, length
+        elif end_stream and not chunked:
+            self.mode = LENGTH
+            out.append("content-length: 0\r\n")
+        elif self.version == 1.1 and self.peer_version == 1.1:
+            self.mode = CHUNKED
+            out.append("transfer-encoding: chunked\r\n")
+        else:
+            self.mode, self.keep_alive = UNTIL_CLOSE, False
         if length is not None and chunked and self.mode != NO_BODY:
             raise ValueError("both content-length and transfer-encoding given")
         if not has_date:
@@ -139,27 +152,6 @@ class ResponseFramer:
                 has_date = True
             out.append(f"{name}: {value}\r\n")
         return length, chunked, has_date, says_close
-
-    def _choose_framing(
-        self, status: int, length: int | None, chunked: bool, end_stream: bool, out: list[str]
-    ) -> None:
-        """RFC 9112 section 6.3, for a final response: set ``mode`` (and ``remaining``)."""
-        if (
-            self.method == b"HEAD"
-            or status in (204, 304)
-            or (self.method == b"CONNECT" and status < 300)
-        ):
-            self.mode = NO_BODY
-        elif length is not None and not chunked:
-            self.mode, self.remaining = LENGTH, length
-        elif end_stream and not chunked:
-            self.mode = LENGTH
-            out.append("content-length: 0\r\n")
-        elif self.version == 1.1 and self.peer_version == 1.1:
-            self.mode = CHUNKED
-            out.append("transfer-encoding: chunked\r\n")
-        else:
-            self.mode, self.keep_alive = UNTIL_CLOSE, False
 
     def _informational(self, status: int, out: list[str]) -> bytes:
         out.append("\r\n")
