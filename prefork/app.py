@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -94,6 +95,9 @@ class AppSpec:
     root_path: str = ""
     lifespan: str = "auto"
     threads: int = 8
+    ws_max_size: int = 16777216
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
 
 
 @dataclass
@@ -141,7 +145,15 @@ def _adapt(app: Any, interface: str, spec: AppSpec) -> Loaded:
 
     lifespan = None if spec.lifespan == "off" else asgi.Lifespan(app, spec.lifespan)
     state = lifespan.state if lifespan is not None else None
-    return Loaded(asgi.onstream(app, root_path=spec.root_path, state=state), "asgi", lifespan)
+    onstream = asgi.onstream(
+        app,
+        root_path=spec.root_path,
+        state=state,
+        ws_max_size=spec.ws_max_size,
+        ws_ping_interval=None if math.isinf(spec.ws_ping_interval) else spec.ws_ping_interval,
+        ws_ping_timeout=None if math.isinf(spec.ws_ping_timeout) else spec.ws_ping_timeout,
+    )
+    return Loaded(onstream, "asgi", lifespan)
 
 
 def _load_file(path: str) -> Any:

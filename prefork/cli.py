@@ -12,6 +12,7 @@ file (prefork/config.py), the start-up steps (prefork/startup.py); this module r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -88,10 +89,8 @@ def start(s: dict[str, Any], opts: dict[str, Any], reload: Callable[[], dict[str
 
 def app_spec(s: dict[str, Any]) -> AppSpec:
     """What every worker loads: APP and the settings that say how to run it."""
-    return AppSpec(
-        s["app"], s["interface"], s["factory"], s["app_dir"], s["root_path"], s["lifespan"],
-        s["threads"],
-    )
+    names = [f.name for f in dataclasses.fields(AppSpec) if f.name != "target"]
+    return AppSpec(s["app"], **{name: s[name] for name in names})
 
 
 def master_settings(s: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:

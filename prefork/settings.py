@@ -150,6 +150,13 @@ COMMAND = (
             ("--lifespan",)),
     Setting("threads", Int(1), 8, MASTER, "threads per worker that run a WSGI app",
             ("--threads",), "N"),
+    Setting("ws_max_size", Int(1), 16777216, MASTER, "largest WebSocket message an ASGI app "
+            "receives, in bytes; larger closes with 1009", ("--ws-max-size",), "BYTES"),
+    Setting("ws_ping_interval", SECONDS, 20.0, MASTER, "seconds between the keep-alive Pings "
+            "of an ASGI app's WebSockets (inf: none)", ("--ws-ping-interval",), "S"),
+    Setting("ws_ping_timeout", SECONDS, 20.0, MASTER, "seconds a keep-alive Ping waits for its "
+            "Pong, then the WebSocket closes with 1011 (inf: forever)", ("--ws-ping-timeout",),
+            "S"),
 )
 
 SERVER_OPTIONS = (

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 import prefork
 from tests.helpers import CURL, curl, wait_until
 from tests.master_helpers import (
+    APPS,
     app,
     clean_env,
     free_port,
@@ -309,3 +311,35 @@ def test_nothing_left_behind_on_bind_failure(tmp_path):
         )
     assert result.returncode == 1
     assert not pidfile.exists()
+
+
+def test_ws_ping_settings_reach_an_asgi_app(start_master) -> None:
+    """--ws-ping-interval/--ws-ping-timeout (issue 9 item 8) reach the ASGI adapter of every
+    worker: a client that answers no Ping is closed with 1011."""
+    import wsproto
+    import wsproto.events as wev  # the client that answers no Ping
+
+    master = start_master(
+        None,
+        "--ws-ping-interval",
+        "0.2",
+        "--ws-ping-timeout",
+        "0.2",
+        f"{APPS / 'asgi_ws.py'}:app",
+        workers=1,
+    )
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    with socket.create_connection(("127.0.0.1", master.port), timeout=10) as sock:
+        sock.sendall(ws.send(wev.Request(host="127.0.0.1", target="/ws")))
+        events: list = []
+        deadline = time.monotonic() + 10
+        while not any(isinstance(e, wev.CloseConnection) for e in events):
+            assert time.monotonic() < deadline, events
+            data = sock.recv(65536)
+            if not data:
+                break
+            ws.receive_data(data)
+            events += list(ws.events())  # a Ping is seen and left unanswered
+    assert any(isinstance(e, wev.Ping) for e in events), events
+    close = next(e for e in events if isinstance(e, wev.CloseConnection))
+    assert close.code == 1011, close

@@ -323,6 +323,21 @@ def _copy(mods: dict[str, Module]) -> dict[str, Module]:
     }
 
 
+OUTSIDE_DOCS = ("DESIGN.md", "STYLE.md", "shared/")
+
+
+def test_comments_cite_the_docs_of_the_repository() -> None:
+    """Design notes outside the repository are not there for a reader of the code: cite
+    docs/ (issue 9 item 16)."""
+    cited = [
+        f"{path.relative_to(ROOT.parent)}:{n}"
+        for path in sorted(ROOT.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if any(name in line for name in OUTSIDE_DOCS)
+    ]
+    assert not cited, cited
+
+
 def test_rules_catch_a_deliberate_break() -> None:
     """Each rule fails on a copy of the real table with one wall knocked down."""
     mods = load()
