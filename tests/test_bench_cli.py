@@ -138,7 +138,8 @@ def test_suite_defaults(suite: str) -> None:
 
 
 def test_documented_commands_parse() -> None:
-    """The commands in docs/benchmarks.md and README.md (python -m tools.bench ...)."""
+    """The commands in docs/benchmarks.md and README.md (python -m tools.bench ...); a shell
+    comment after one is not part of it."""
     found = [
         command
         for doc in ("docs/benchmarks.md", "README.md")
@@ -146,7 +147,7 @@ def test_documented_commands_parse() -> None:
     ]
     assert len(found) >= 4
     for command in found:
-        parse_args(shlex.split(command))
+        parse_args(shlex.split(command, comments=True))
 
 
 @pytest.mark.parametrize(
