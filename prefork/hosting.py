@@ -137,7 +137,8 @@ class Host:
     def add_stream(self, stream: Stream) -> None:
         """Run ``onstream(server, stream)`` in a new task."""
         self.requests += 1
-        self._tasks.add(stream.connection.loop.create_task(self._run_stream(stream)))
+        task = stream._task = stream.connection.loop.create_task(self._run_stream(stream))
+        self._tasks.add(task)
 
     async def _run_stream(self, stream: Stream) -> None:
         try:
@@ -150,8 +151,9 @@ class Host:
         else:
             stream._end(503)
         finally:
+            # not asyncio.current_task(): on Python 3.11 it costs a getpid() system call
             tasks = self._tasks
-            tasks.discard(asyncio.current_task())
+            tasks.discard(stream._task)
             if not tasks and not self.connections:  # else nothing to tell: the hot path
                 self._on_change()
 

@@ -38,6 +38,7 @@ class Stream(abc.ABC):
     #: True once the client has gone away (see :meth:`wait_disconnected`).
 
     _gone: asyncio.Future[None] | None = None  # made by the first wait_disconnected()
+    _task: Any = None  # the task running onstream for it (set by prefork.hosting.Host)
     disconnected = False  # set on the instance when the client goes
 
     def __init__(self) -> None:

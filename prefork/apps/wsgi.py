@@ -76,12 +76,13 @@ def onstream(
     base = base_environ(clean_root_path(root_path), FileWrapper)
 
     async def handler(server: Any, stream: Stream) -> None:
-        bridge = Bridge(asyncio.get_running_loop())
+        loop = stream.connection.loop  # not get_running_loop(): a getpid() call on 3.11
+        bridge = Bridge(loop)
         env = environ(base, stream)
         env["wsgi.input"] = Input(stream, bridge, input_timeout)
         call = Call(app, env, stream, bridge)
         try:
-            await pool.submit(call.run)
+            await pool.submit(call.run, loop)
         except asyncio.CancelledError:
             bridge.close()  # the thread's next stream call fails; it goes on to close()
             raise

@@ -54,9 +54,8 @@ class Pool:
         self._idle = 0  # threads waiting for a job
         self._queued = 0  # jobs no thread has taken yet
 
-    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        """Run ``fn()`` in a thread; the returned future (of the running loop) gets its result."""
-        loop = asyncio.get_running_loop()
+    def submit(self, fn: Callable[[], Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """Run ``fn()`` in a thread; the returned future (of ``loop``) gets its result."""
         future = loop.create_future()
         with self._lock:
             self._queued += 1
