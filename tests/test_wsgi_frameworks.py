@@ -131,8 +131,8 @@ def test_flask_error_is_flasks_500(flask_server, client_for) -> None:
 def django_server(serve) -> Any:
     from django.conf import settings
 
-    if wsgi_django.__name__ != settings.ROOT_URLCONF:
-        pytest.skip("Django was configured by another module in this process")
+    # Django is configured once per process: by tests/apps/wsgi_django.py, whoever imports it
+    assert settings.ROOT_URLCONF == wsgi_django.__name__, "Django configured elsewhere"
     wsgi_django.STREAM_GATE.clear()
     return serve(wsgi.onstream(wsgi_django.app))
 
