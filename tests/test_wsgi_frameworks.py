@@ -132,7 +132,7 @@ def django_server(serve) -> Any:
     from django.conf import settings
 
     # Django is configured once per process: by tests/apps/wsgi_django.py, whoever imports it
-    assert settings.ROOT_URLCONF == wsgi_django.__name__, "Django configured elsewhere"
+    assert wsgi_django.__name__ == settings.ROOT_URLCONF, "Django configured elsewhere"
     wsgi_django.STREAM_GATE.clear()
     return serve(wsgi.onstream(wsgi_django.app))
 
