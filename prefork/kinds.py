@@ -330,3 +330,28 @@ class Family(Kind):
         if value not in FAMILIES.values():
             raise ValueError(f"{label} must be AF_INET, AF_INET6 or AF_UNIX, got {value!r}")
         return socket.AddressFamily(value)
+
+
+class Peers(Kind):
+    """``--forwarded-allow-ips``: addresses, CIDR networks, ``unix`` or ``*``, comma-separated
+    (or a list); checked and kept as a :class:`~prefork.protocol.trust.TrustedPeers`."""
+
+    def describe(self) -> str:
+        return "comma-separated addresses, CIDR networks, `unix` or `*`"
+
+    def check(self, value: Any, label: str) -> Any:
+        from prefork.protocol.trust import TrustedPeers
+
+        if isinstance(value, TrustedPeers):
+            return value
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        if not isinstance(value, str):
+            raise TypeError(f"{label} must be a string or a list of strings, got {value!r}")
+        try:
+            return TrustedPeers(value)
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from None
+
+    def show(self, value: Any) -> str:
+        return str(getattr(value, "spec", value))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from prefork.protocol.http1 import Limits
+from prefork.protocol.trust import TrustedPeers
 from prefork.settings import DEFAULTS, SETTINGS
 
 
@@ -47,6 +48,7 @@ class ServerOptions:
     h2_initial_window_size: int = DEFAULTS["h2_initial_window_size"]
     h2_max_frame_size: int = DEFAULTS["h2_max_frame_size"]
     h2_max_header_list_size: int = DEFAULTS["h2_max_header_list_size"]
+    forwarded_allow_ips: TrustedPeers = DEFAULTS["forwarded_allow_ips"]
 
     @property
     def limits(self) -> Limits:

@@ -32,8 +32,11 @@ from prefork.kinds import (
     Kind,
     Number,
     Octal,
+    Peers,
     Str,
 )
+from prefork.protocol.trust import DEFAULT as DEFAULT_PEERS
+from prefork.protocol.trust import TrustedPeers
 
 SERVER, NEW, LISTEN, MASTER, BOTH = "server", "new", "listen", "master", "both"
 LAYERS = {
@@ -241,6 +244,15 @@ MASTER_SETTINGS = (
             "FILE"),
 )
 
+EDGE = (
+    Setting("forwarded_allow_ips", Peers(), TrustedPeers(os.environ.get("FORWARDED_ALLOW_IPS")
+            or DEFAULT_PEERS), SERVER, "peers trusted to name the client: with a PROXY "
+            "protocol header, X-Forwarded-For/-Proto/-Host/-Port and Forwarded; addresses, "
+            "CIDR networks, `unix` (Unix-socket peers) or `*`, comma-separated",
+            ("--forwarded-allow-ips",), "LIST",
+            shown=f"`{DEFAULT_PEERS}`, or $FORWARDED_ALLOW_IPS"),
+)
+
 LIBRARY_OPTIONS = (
     Setting("onstream", Function(is_async=True), None, SERVER, "`async def onstream(server, "
             "stream)`, run for each request", shown="required"),
@@ -270,6 +282,7 @@ SECTIONS = (
     Section("The command", None, COMMAND),
     Section("Server options", "server (every worker's prefork.server options)", SERVER_OPTIONS),
     Section("Master settings", "master", MASTER_SETTINGS),
+    Section("Behind a load balancer", "load balancer (docs/scale-out.md)", EDGE),
     Section("Library only", None, LIBRARY_OPTIONS),
 )
 SETTINGS = {s.name: s for section in SECTIONS for s in section.settings}
