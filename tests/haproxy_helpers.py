@@ -53,7 +53,7 @@ class HAProxy:
             )
         binds = re.findall(r"^\s*bind\s+(\S+):(\d+)", text, re.M)
         for host, port in binds:
-            wait_until(lambda h=host, p=port: self._answers(h, int(p)), timeout, f"haproxy {p}")
+            wait_until(lambda h=host, p=port: self._answers(h, int(p)), timeout, f"haproxy on {host}:{port}")
         return self
 
     def _answers(self, host: str, port: int) -> bool:
