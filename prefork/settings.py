@@ -34,6 +34,7 @@ from prefork.kinds import (
     Octal,
     Peers,
     Str,
+    UrlPath,
 )
 from prefork.protocol.trust import DEFAULT as DEFAULT_PEERS
 from prefork.protocol.trust import TrustedPeers
@@ -251,6 +252,10 @@ EDGE = (
             "CIDR networks, `unix` (Unix-socket peers) or `*`, comma-separated",
             ("--forwarded-allow-ips",), "LIST",
             shown=f"`{DEFAULT_PEERS}`, or $FORWARDED_ALLOW_IPS"),
+    Setting("health_path", UrlPath(), None, SERVER, "answer GET and HEAD of this path in the "
+            "worker, before the app and not logged: 200 `ok` while serving, 503 `draining` once "
+            "draining or closing (any query string is ignored)", ("--health-path",), "PATH",
+            shown="none (off)"),
 )
 
 LIBRARY_OPTIONS = (
