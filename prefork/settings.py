@@ -256,6 +256,10 @@ EDGE = (
             "worker, before the app and not logged: 200 `ok` while serving, 503 `draining` once "
             "draining or closing (any query string is ignored)", ("--health-path",), "PATH",
             shown="none (off)"),
+    Setting("drain_time", SECONDS, 0.0, MASTER, "on TERM (or `ctl stop`), drain this many "
+            "seconds before the graceful stop: --health-path answers 503 while every request "
+            "is still served, so that balancers take the server out first; a second TERM "
+            "stops at once", ("--drain-time",), "S"),
 )
 
 LIBRARY_OPTIONS = (
