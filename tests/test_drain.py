@@ -58,7 +58,10 @@ def started_request(port: int, ms: int) -> socket.socket:
 
 def test_ctl_drain_turns_every_worker_to_503_and_undrain_back(start_master, tmp_path):
     path = str(tmp_path / "ctl.sock")
-    master = start_master("pid", *HEALTH, "--control-socket", path, workers=2)
+    access = tmp_path / "access.log"
+    master = start_master(
+        "pid", *HEALTH, "--control-socket", path, "--access-log", str(access), workers=2
+    )
     workers = set(master.wait_workers(2))
     assert health(master.port) == (200, b"ok\n")
     assert ctl(path, "drain") == "ok: drain\n"
@@ -66,11 +69,16 @@ def test_ctl_drain_turns_every_worker_to_503_and_undrain_back(start_master, tmp_
     assert [health(master.port) for _ in range(8)] == [(503, b"draining\n")] * 8
     # the work goes on, on both workers (the health checks were spread the same way)
     served = set()
-    for _ in range(20):
-        status, body, raw = raw_get(master.port)
-        assert status == 200 and b"\r\nconnection: close\r\n" in raw.lower()
-        served.add(pid_of(body))
+    for _ in range(20):  # keep-alive requests: each response ends its connection now
+        with connect(master.port, timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw = read_response(sock)  # to the server's close
+        assert raw.startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close\r\n" in raw.lower()
+        served.add(pid_of(raw.partition(b"\r\n\r\n")[2]))
     assert served == workers
+    # health checks are not logged (the start-up's own checks of / are)
+    wait_until(lambda: access.read_text().count('"GET / HTTP/1.1" 200') >= 20, TIMEOUT, "log")
+    assert "/healthz" not in access.read_text()
     assert ctl(path, "status").startswith(f"master {master.pid}: 2 workers, draining\n")
     assert "prefork_draining 1" in ctl(path, "metrics")
     with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:  # HTTP/2 the same
@@ -124,9 +132,14 @@ def test_sigterm_drains_for_drain_time_then_stops_gracefully(start_master):
 
 
 def test_a_second_sigterm_skips_the_drain_time(start_master):
+    """And a reload during a stop's drain time is ignored: the stop is decided."""
     master = start_master("slow", *HEALTH, "--drain-time", "600", workers=1)
+    (worker,) = master.wait_workers(1)
     master.signal(signal.SIGTERM)
     wait_health(master.port, 503)
+    master.signal(signal.SIGHUP)
+    wait_until(lambda: "reload ignored" in master.log(), TIMEOUT, "the reload to be refused")
+    assert master.workers() == [worker]
     in_flight = started_request(master.port, 1000)
     with in_flight:
         master.signal(signal.SIGTERM)
