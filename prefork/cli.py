@@ -105,6 +105,7 @@ def master_settings(s: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
         "max_requests": s["max_requests"],
         "max_requests_jitter": s["max_requests_jitter"],
         "max_memory": s["max_memory"] * 1048576,  # MiB on the command line, bytes in the master
+        "drain_time": s["drain_time"],
     }
 
 

@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="prefork ctl",
         description="Talk to a running master: status [--json], metrics, reload, "
-        "stop [--quick], pause, resume, workers N, reopen-logs.",
+        "stop [--quick], pause, resume, drain, undrain, workers N, reopen-logs.",
     )
     parser.add_argument(
         "-s",

@@ -3,8 +3,9 @@
 A :class:`~prefork.server.Server` owns one ``Host``. It implements
 :class:`~prefork.aio.host.ConnectionHost`: it counts connections (for ``max_concurrent``,
 ``close()`` and ``empty()``), runs ``onstream`` for each stream in a task, hands errors to
-``onerror`` (keeping what the handler raises for ``step()``/``loop()``/``serve()``), and
-formats the ``Date`` field once per second.
+``onerror`` (keeping what the handler raises for ``step()``/``loop()``/``serve()``),
+answers the ``health_path`` itself (prefork/health.py) and formats the ``Date`` field once per
+second.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from prefork.aio.host import Connection
 from prefork.errors import ProtocolError
+from prefork.health import HealthPath
 from prefork.options import ServerOptions
 from prefork.stream import Stream
 
@@ -48,6 +50,9 @@ class Host:
     Attributes:
         onerror: the error handler (``Server.onerror`` sets it).
         closed: the server is closing: new connections are asked to close gracefully.
+        draining: the server drains (``Server.drain()``): the health path answers 503 and
+            HTTP/1 responses end their connection.
+        health: the ``health_path``, or None.
         connections: the tracked connections.
         opening: sockets added whose protocol is not made yet.
         requests: how many streams were started.
@@ -69,6 +74,8 @@ class Host:
         self.bind_host = bind_host
         self.onerror: Callable[..., Any] = options.onerror or default_onerror
         self.closed = False
+        self.draining = False
+        self.health = None if options.health_path is None else HealthPath(options.health_path)
         self.connections: set[Connection] = set()
         self.opening = 0
         self.requests = 0
@@ -135,14 +142,24 @@ class Host:
         self._on_change()
 
     def add_stream(self, stream: Stream) -> None:
-        """Run ``onstream(server, stream)`` in a new task."""
-        self.requests += 1
-        task = stream._task = stream.connection.loop.create_task(self._run_stream(stream))
+        """Run ``onstream(server, stream)`` in a new task (the health path: answered here)."""
+        health = self.health
+        if health is not None and health.matches(stream.request_headers.get(":path")):
+            handler = self._answer_health  # not the application's: not counted
+        else:
+            self.requests += 1
+            handler = self._onstream
+        task = stream._task = stream.connection.loop.create_task(self._run_stream(stream, handler))
         self._tasks.add(task)
 
-    async def _run_stream(self, stream: Stream) -> None:
+    async def _answer_health(self, server: Any, stream: Stream) -> None:
+        health = self.health
+        assert health is not None
+        await health.answer(stream, self.draining or self.closed)  # a closing server: 503 too
+
+    async def _run_stream(self, stream: Stream, handler: Callable[..., Any]) -> None:
         try:
-            await self._onstream(self.server, stream)
+            await handler(self.server, stream)
         except Exception as exc:
             # a request error the handler let through (a body too large to buffer: 413)
             stream._end(exc.status if isinstance(exc, ProtocolError) else 500)

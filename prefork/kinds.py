@@ -189,6 +189,23 @@ class Str(Kind):
         return value
 
 
+class UrlPath(Kind):
+    """An absolute URL path such as ``/healthz``: starts with ``/``, visible ASCII only, no
+    query or fragment (RFC 3986 section 3.3), compared as the client sends it."""
+
+    def describe(self) -> str:
+        return "URL path, starting with `/`"
+
+    def check(self, value: Any, label: str) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{label} must be a str, got {_type_name(value)}")
+        if not value.startswith("/") or not all("!" <= c <= "~" and c not in "?#" for c in value):
+            raise ValueError(
+                f"{label} must be a path starting with / (visible ASCII, no ? or #), got {value!r}"
+            )
+        return value
+
+
 @dataclass(frozen=True)
 class Octal(Kind):
     """A permission: an ``int`` up to ``maximum`` or an octal string such as ``"027"``.

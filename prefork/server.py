@@ -15,7 +15,6 @@ not errors of the server and are not reported.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno as errnos
 import logging
 import os
@@ -152,6 +151,15 @@ class Server:
         self._paused = False
         self._update_accepting()
 
+    def drain(self) -> None:
+        """Drain for a load balancer: the ``health_path`` answers 503 and each HTTP/1
+        response ends its connection; everything else is served as before."""
+        self._host.draining = True
+
+    def undrain(self) -> None:
+        """Undo :meth:`drain`: the ``health_path`` answers 200, keep-alive is back."""
+        self._host.draining = False
+
     def _update_accepting(self) -> None:
         want = (
             self._listening
@@ -211,11 +219,7 @@ class Server:
             return False
         loop = self._get_loop()
         sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Always, not only when the socket "looks" TCP: a socket rebuilt from a passed fd
-            # may not, and delayed ACKs then cost ~40 ms a request (docs/master.md).
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sockets.set_nodelay(sock)
         self._host.opening += 1
         self._host.spawn(self._open(sock, loop))
         return True
@@ -322,7 +326,7 @@ class Server:
         if not self.empty():
             done = loop.create_future()
             self._host.waiters.append(done)
-            timer = None if timeout is None else loop.call_later(timeout, _settle, done)
+            timer = None if timeout is None else loop.call_later(timeout, aioloop.settle, done)
             try:
                 loop.run_until_complete(done)
             finally:
@@ -373,11 +377,6 @@ class Server:
             self.close()
             raise
         self._host.take_error()
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def new(**options: Any) -> Server:

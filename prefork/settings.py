@@ -34,6 +34,7 @@ from prefork.kinds import (
     Octal,
     Peers,
     Str,
+    UrlPath,
 )
 from prefork.protocol.trust import DEFAULT as DEFAULT_PEERS
 from prefork.protocol.trust import TrustedPeers
@@ -251,6 +252,14 @@ EDGE = (
             "CIDR networks, `unix` (Unix-socket peers) or `*`, comma-separated",
             ("--forwarded-allow-ips",), "LIST",
             shown=f"`{DEFAULT_PEERS}`, or $FORWARDED_ALLOW_IPS"),
+    Setting("health_path", UrlPath(), None, SERVER, "answer GET and HEAD of this path in the "
+            "worker, before the app and not logged: 200 `ok` while serving, 503 `draining` once "
+            "draining or closing (any query string is ignored)", ("--health-path",), "PATH",
+            shown="none (off)"),
+    Setting("drain_time", SECONDS, 0.0, MASTER, "on TERM (or `ctl stop`), drain this many "
+            "seconds before the graceful stop: --health-path answers 503 while every request "
+            "is still served, so that balancers take the server out first; a second TERM "
+            "stops at once", ("--drain-time",), "S"),
 )
 
 LIBRARY_OPTIONS = (

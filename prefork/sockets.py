@@ -85,6 +85,15 @@ def is_listening(sock: socket.socket) -> bool:
         return False
 
 
+def set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on a TCP socket, always: not only when asyncio thinks it is TCP (a socket
+    rebuilt from a passed fd may not look it), else delayed ACKs cost ~40 ms a request
+    (docs/master.md). Other sockets, and errors, are left alone."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def localname(sock: socket.socket | None) -> tuple:
     """lua-http's localname: (family, address, port), (AF_UNIX, path) or (AF_UNSPEC,)."""
     if sock is None or sock.fileno() < 0:

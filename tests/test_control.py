@@ -121,6 +121,9 @@ def test_renderers():
         "12",
     ]
     exposition = control.metrics(rows)
+    assert "\nprefork_draining 0\n" in exposition
+    assert "\nprefork_draining 1\n" in control.metrics(rows, draining=True)
+    assert control.table(rows, 1, draining=True).startswith("master 1: 1 workers, draining\n")
     assert 'prefork_worker_connections_total{pid="7",generation="1",state="ready"} 9' in exposition
     assert (
         'prefork_worker_resident_memory_bytes{pid="7",generation="1",state="ready"} 3145728'
@@ -134,6 +137,8 @@ class FakeMaster:
     def __init__(self, workers):
         self.workers = workers
         self.calls = []
+        self.draining = False
+        self.stopping = False
 
     def worker_status(self):
         return list(self.workers)
@@ -153,6 +158,17 @@ class FakeMaster:
 
     def reopen_logs(self):
         self.calls.append("reopen-logs")
+
+    def drain(self):
+        self.calls.append("drain")
+        self.draining = True
+
+    def undrain(self):
+        self.calls.append("undrain")
+        if self.stopping:
+            return False
+        self.draining = False
+        return True
 
     def stop(self, graceful=True):
         self.calls.append(("stop", graceful))
@@ -199,9 +215,15 @@ def test_commands_act_only_through_the_controlled_interface():
     assert ask("workers 0").startswith("error: unknown command")
     for line in ("reload", "pause", "resume", "reopen-logs", "stop", "stop --quick"):
         assert ask(line) == f"ok: {line.split()[0]}\n"
+    assert ask("drain") == "ok: drain\n"
+    assert ", draining\n" in ask("status") and "prefork_draining 1" in ask("metrics")
+    assert ask("undrain") == "ok: undrain\n"
+    assert ", draining" not in ask("status")
+    target.stopping = True
+    assert ask("undrain") == "error: the master is stopping\n"
     assert target.calls == [
         ("workers", 3), "reload", "pause", "resume", "reopen-logs", ("stop", True),
-        ("stop", False),
+        ("stop", False), "drain", "undrain", "undrain",
     ]  # fmt: skip
     assert ask("") == "error: empty command\n"
 

@@ -98,7 +98,7 @@ def test_commands():
     for name in wire.COMMANDS:
         line = wire.command(name)
         assert line == name.encode() + b"\n"
-    assert set(wire.COMMANDS) == {"pause", "resume", "close", "reopen-logs"}
+    assert set(wire.COMMANDS) == {"pause", "resume", "close", "reopen-logs", "drain", "undrain"}
     with pytest.raises(ValueError):
         wire.command("reboot")
     with pytest.raises(ValueError):

@@ -184,10 +184,13 @@ class H1Stream(Stream):
             await conn._wait_writable(timeout)
             return
         # A client that asked for 100-continue and did not get it may never send the body:
-        # then the connection cannot be reused (RFC 9110 section 10.1.1).
+        # then the connection cannot be reused (RFC 9110 section 10.1.1). A draining server
+        # ends each connection after its response: HTTP/1 has no other way to move a client
+        # off, and closing it idle would race with a request the client may be sending.
         keep_alive = (
             info.keep_alive
             and not conn._closing
+            and not conn.host.draining
             and not (info.expects_continue and not self._continue_sent and not self._body_done)
         )
         self.status = status

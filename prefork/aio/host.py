@@ -29,11 +29,14 @@ class ConnectionHost(Protocol):
         limits: the request limits those options set.
         bind_host: the host name the server listens on (None: not known), for a generated
             TLS certificate.
+        draining: the server drains for a load balancer: HTTP/1 responses end their
+            connection (``Connection: close``), so that clients move to other servers.
     """
 
     options: ServerOptions
     limits: Limits
     bind_host: str | None
+    draining: bool
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

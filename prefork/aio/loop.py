@@ -63,3 +63,9 @@ def run_once(loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
         poller.poll(None if due is None else max(0, int(due * 1000 + 0.999)))
     loop.stop()
     loop.run_forever()
+
+
+def settle(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it is done (a timer that may fire after a wake-up)."""
+    if not future.done():
+        future.set_result(None)

@@ -10,6 +10,7 @@ show and the client). The socket is mode 0600 and the master checks the peer's u
     metrics           the same figures in the Prometheus text exposition format
     reload            like HUP          stop [--quick]   like TERM (INT)
     pause | resume    stop / start accepting
+    drain | undrain   the workers' health path answers 503 / 200 again (for load balancers)
     workers N         set the number of workers
     reopen-logs       like USR1
 
@@ -66,6 +67,10 @@ class WorkerStatus:
 class Controlled(Protocol):
     """What the commands act on; the master implements it."""
 
+    @property
+    def draining(self) -> bool:
+        """Whether the workers drain (``status`` and ``metrics`` show it)."""
+
     def worker_status(self) -> list[WorkerStatus]:
         """A snapshot of every worker."""
 
@@ -83,6 +88,12 @@ class Controlled(Protocol):
 
     def reopen_logs(self) -> None:
         """As USR1."""
+
+    def drain(self) -> None:
+        """The health path answers 503; everything is still served."""
+
+    def undrain(self) -> bool:
+        """The health path answers 200 again; False: not now (a stop is draining)."""
 
     def stop(self, graceful: bool = True) -> None:
         """As TERM (graceful) or INT."""
@@ -150,9 +161,10 @@ class UsageSampler:
         return out
 
 
-def table(data: list[dict[str, Any]], master_pid: int) -> str:
+def table(data: list[dict[str, Any]], master_pid: int, draining: bool = False) -> str:
     """The ``status`` table."""
-    lines = [f"master {master_pid}: {len(data)} workers", "  ".join(f"{c:>9}" for c in COLUMNS)]
+    title = f"master {master_pid}: {len(data)} workers" + (", draining" if draining else "")
+    lines = [title, "  ".join(f"{c:>9}" for c in COLUMNS)]
     for r in data:
         cells = (
             r["pid"], r["generation"], r["state"], f"{r['age']:.0f}s", r["open"], r["total"],
@@ -173,12 +185,15 @@ _METRICS = (
 )
 
 
-def metrics(data: list[dict[str, Any]]) -> str:
+def metrics(data: list[dict[str, Any]], draining: bool = False) -> str:
     """The Prometheus text exposition format (version 0.0.4) of the same figures."""
     out = [
         "# HELP prefork_workers Worker processes.",
         "# TYPE prefork_workers gauge",
         f"prefork_workers {len(data)}",
+        "# HELP prefork_draining 1 while the health path answers 503 (drain), else 0.",
+        "# TYPE prefork_draining gauge",
+        f"prefork_draining {int(draining)}",
     ]
     for key, name, kind, text in _METRICS:
         suffix = "_total" if kind == "counter" else ""
@@ -209,15 +224,20 @@ def answer(
         workers = target.worker_status()
         data = rows(workers, time.monotonic(), usage(workers))
         if name == "metrics":
-            return metrics(data)
-        return json.dumps(data) + "\n" if "--json" in args else table(data, os.getpid())
+            return metrics(data, target.draining)
+        if "--json" in args:
+            return json.dumps(data) + "\n"
+        return table(data, os.getpid(), target.draining)
     if name == "workers" and len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:
         return f"ok: {target.set_workers(int(args[0]))} workers\n"
+    if name == "undrain":
+        return "ok: undrain\n" if target.undrain() else "error: the master is stopping\n"
     simple: dict[str, Callable[[], None]] = {
         "reload": target.reload,
         "pause": target.pause,
         "resume": target.resume,
         "reopen-logs": target.reopen_logs,
+        "drain": target.drain,
         "stop": lambda: target.stop(graceful="--quick" not in args),
     }
     if name in simple:

@@ -66,6 +66,7 @@ class Master:
         self.control: ControlServer | None = None
         self.signals: list[int] = []
         self.exit_status = 0
+        self._stop_at: float | None = None  # a graceful stop after --drain-time, if pending
         self._child_exited = False
         self._next_supervise = 0.0
         self._wakeup_r, self._wakeup_w = os.pipe()
@@ -138,6 +139,8 @@ class Master:
         # thousands of connections a second the master wakes for each few, and the hand-off
         # is what those wake-ups are for.
         now = time.monotonic()
+        if self._stop_at is not None and now >= self._stop_at:
+            self.stop()  # the drain time is over
         if self._child_exited or now >= self._next_supervise or self.pool.stopping is not None:
             self._child_exited = False
             self._next_supervise = now + SUPERVISE
@@ -151,6 +154,8 @@ class Master:
         wait = min(self.config.heartbeat, max(0.0, self._next_supervise - now))
         if pool.stopping is not None:
             wait = min(wait, max(0.0, pool.stopping - now))
+        if self._stop_at is not None:
+            wait = min(wait, max(0.0, self._stop_at - now))
         if len(pool.live()) < pool.target and pool.stopping is None:
             wait = min(wait, max(0.0, pool.next_spawn - now))
         deadline = self.control.next_deadline() if self.control is not None else None
@@ -195,7 +200,8 @@ class Master:
                 handler()
 
     def handle_term(self) -> None:
-        """Graceful stop: listeners closed, in-flight requests finish within graceful_timeout."""
+        """Graceful stop (after --drain-time): listeners closed, in-flight requests finish
+        within graceful_timeout. A second TERM during the drain time stops at once."""
         self.stop(graceful=True)
 
     def handle_int(self) -> None:
@@ -239,6 +245,9 @@ class Master:
 
     def reload(self) -> None:
         """Start a new generation of workers (see ``Generations.reload``)."""
+        if self._stop_at is not None:
+            log.warning("reload ignored: a stop is under way (--drain-time)")
+            return
         self.generations.reload()
 
     def broadcast(self, command: str) -> None:
@@ -262,14 +271,41 @@ class Master:
         self.pool.paused = False
         self.broadcast("resume")
 
+    @property
+    def draining(self) -> bool:
+        """Whether the workers drain (``drain``, or a stop's --drain-time)."""
+        return self.pool.draining is not None
+
+    def drain(self) -> None:
+        """For load balancers: every worker's health path answers 503 (workers started later
+        too) while every request is still served; keep-alive ends after each response."""
+        if self.pool.draining is None:
+            self.pool.draining = time.monotonic()
+            log.info("draining: the health path answers 503")
+        self.broadcast("drain")
+
+    def undrain(self) -> bool:
+        """Undo :meth:`drain`; False (nothing done) while a stop drains."""
+        if self._stop_at is not None or self.pool.stopping is not None:
+            return False
+        if self.pool.draining is not None:
+            self.pool.draining = None
+            log.info("draining ended: the health path answers 200")
+        self.broadcast("undrain")
+        return True
+
     def set_workers(self, count: int) -> int:
         """Keep ``count`` workers of the current generation; returns the new target."""
         self.pool.target = count
         return self.pool.target
 
     def stop(self, graceful: bool = True) -> None:
-        """Close the listeners; workers finish (graceful) or exit now (quick)."""
+        """Close the listeners; workers finish (graceful) or exit now (quick). A graceful stop
+        drains for --drain-time first; another stop meanwhile does not wait."""
         pool = self.pool
+        if graceful and self._drain_first():
+            return
+        self._stop_at = None
         if pool.stopping is not None:
             if not graceful:  # a second, quicker stop shortens the wait
                 self.supervisor.kill_all(signal.SIGQUIT)
@@ -287,28 +323,31 @@ class Master:
             pool.stopping = time.monotonic() + QUICK_STOP
             self.supervisor.kill_all(signal.SIGQUIT)
 
+    def _drain_first(self) -> bool:
+        """Begin a graceful stop's drain time; False: stop now (no drain time, or it is over).
+
+        The drain time counts from when the draining began: after ``prefork ctl drain`` (a
+        Kubernetes preStop hook) only what is left of it is waited for.
+        """
+        pool = self.pool
+        if self._stop_at is not None or pool.stopping is not None or not self.config.drain_time:
+            return False
+        self.drain()
+        assert pool.draining is not None
+        stop_at = pool.draining + self.config.drain_time
+        if stop_at <= time.monotonic():
+            return False
+        self._stop_at = stop_at
+        systemd.notify("STOPPING=1")
+        log.info(
+            "graceful stop in %.1f s, draining until then (--drain-time); TERM again: now",
+            stop_at - time.monotonic(),
+        )
+        return True
+
     def worker_status(self) -> list[WorkerStatus]:
         """A snapshot of every worker, for ``prefork ctl status`` and ``metrics``."""
-        slots = self.pool.dispatcher.slots
-        out = []
-        for w in self.pool.workers.values():
-            slot = slots.get(w.pid)
-            out.append(
-                WorkerStatus(
-                    pid=w.pid,
-                    generation=w.generation,
-                    started=w.started,
-                    last_seen=w.last_seen,
-                    requests=w.requests,
-                    open=slot.outstanding if slot else 0,
-                    total=slot.total if slot else 0,
-                    ready=w.ready,
-                    closing=w.closing,
-                    recycling=w.recycling,
-                    attached=w.attached,
-                )
-            )
-        return out
+        return self.pool.status()
 
 
 def _default_signals() -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefork.process import wire
+from prefork.process.control import WorkerStatus
 from prefork.process.dispatch import Dispatcher
 
 log = logging.getLogger("prefork.master")
@@ -38,6 +39,7 @@ RELOADABLE = (
     "max_requests",
     "max_requests_jitter",
     "max_memory",
+    "drain_time",
 )
 
 ChannelHandler = Callable[[int, socket.socket], None]
@@ -60,6 +62,7 @@ class MasterConfig:
     max_requests: int = 0  # recycle a worker after this many requests (0: never)
     max_requests_jitter: int = 0  # plus up to this many, so workers do not recycle together
     max_memory: int = 0  # recycle a worker whose RSS exceeds this many bytes (0: never)
+    drain_time: float = 0.0  # seconds a graceful stop drains first (the health path says 503)
     attach_socket: str | None = None  # where processes the master did not fork join the pool
     control_socket: str | None = None  # where `prefork ctl` talks to the master
     pidfile: str | None = None  # renamed to .oldbin during a binary upgrade
@@ -105,6 +108,8 @@ class Pool:
         children: children that are not workers (the new master of a binary upgrade), with
             what to call with the exit code when one exits.
         paused: not accepting (``pause``, or after WINCH).
+        draining: since when (``time.monotonic()``) the workers drain, or None: every worker,
+            forked or attached later too, is told ``drain``.
         stopping: the deadline of a stop in progress, or None.
         next_spawn: no worker is forked before this time (boot-failure back-off).
     """
@@ -118,6 +123,7 @@ class Pool:
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, Callable[[int], None]] = {}
         self.paused = False
+        self.draining: float | None = None
         self.stopping: float | None = None
         self.next_spawn = 0.0
 
@@ -140,6 +146,8 @@ class Pool:
         self.dispatcher.add(worker.pid, limit=self.max_concurrent())
         handler = functools.partial(on_channel, worker.pid)
         self.selector.register(worker.channel, selectors.EVENT_READ, handler)
+        if self.draining is not None:  # a replacement, or a reload's, drains like the rest
+            self.command(worker, "drain")
 
     def drop(self, pid: int) -> WorkerProcess | None:
         """Forget a worker that is gone; its unacknowledged connections go to another."""
@@ -194,6 +202,29 @@ class Pool:
         worker.retire_by = time.monotonic() + self.config.graceful_timeout
         self.dispatcher.closing(pid)
         self.command(worker, "close")
+
+    def status(self) -> list[WorkerStatus]:
+        """A snapshot of every worker (``prefork ctl status``)."""
+        slots = self.dispatcher.slots
+        out = []
+        for w in self.workers.values():
+            slot = slots.get(w.pid)
+            out.append(
+                WorkerStatus(
+                    pid=w.pid,
+                    generation=w.generation,
+                    started=w.started,
+                    last_seen=w.last_seen,
+                    requests=w.requests,
+                    open=slot.outstanding if slot else 0,
+                    total=slot.total if slot else 0,
+                    ready=w.ready,
+                    closing=w.closing,
+                    recycling=w.recycling,
+                    attached=w.attached,
+                )
+            )
+        return out
 
     def close_waiting(self) -> None:
         """Close the accepted connections no worker took (the clients see a reset)."""

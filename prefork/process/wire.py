@@ -16,6 +16,7 @@ Two channels per worker::
       |
       |-- control: pipe, master -> worker ------------>|   one command per line
           pause | resume | close | reopen-logs          EOF: the master is gone
+          drain | undrain                               the health path: 503 / 200 again
 
 Integers are big-endian. SEQPACKET keeps message boundaries and delivers the fds with their
 message, so nothing here parses a byte stream; the control pipe is a byte stream of lines.
@@ -37,7 +38,7 @@ BEAT = b"H"
 ERROR = b"E"
 CMD = b"K"
 
-COMMANDS = ("pause", "resume", "close", "reopen-logs")
+COMMANDS = ("pause", "resume", "close", "reopen-logs", "drain", "undrain")
 
 _U32 = struct.Struct(">I")
 _BEAT = struct.Struct(">QI")

@@ -8,8 +8,8 @@ descriptors did not fit under the fd limit) is refused (``wire.REFUSE``): the ma
 its copies and hands them to another worker.
 Finished connections are reported (``wire.CLOSED``, coalesced per loop iteration) and a
 heartbeat with statistics leaves every ``heartbeat`` seconds. Commands (``pause``, ``resume``,
-``close``, ``reopen-logs``) come on the control pipe; EOF on it means the master is gone, and
-the worker drains and exits: no orphans.
+``close``, ``reopen-logs``, ``drain``, ``undrain``) come on the control pipe; EOF on it means
+the master is gone, and the worker finishes its requests and exits: no orphans.
 
 Signals: TERM closes gracefully (like the ``close`` command), INT and QUIT exit at once.
 """
@@ -281,7 +281,7 @@ class Worker:
             self.command(name)
 
     def command(self, name: str) -> None:
-        """Obey a master's command: close, pause, resume or reopen-logs."""
+        """Obey a master's command: close, pause, resume, reopen-logs, drain or undrain."""
         assert self.server is not None
         if name == "close":
             self.close()
@@ -291,6 +291,10 @@ class Worker:
             self.server.resume()
         elif name == "reopen-logs":
             logs.reopen()
+        elif name == "drain":  # for a load balancer: the health path answers 503
+            self.server.drain()
+        elif name == "undrain":
+            self.server.undrain()
 
 
 def attach(path: str) -> socket.socket:
