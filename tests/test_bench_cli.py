@@ -1,10 +1,13 @@
-"""tools/bench's command line: the documented options, suites and commands parse. No benchmark
-runs: only the parser is called, and the two ways of starting the tool are run with --help."""
+"""tools/bench's command line: the documented options, suites and commands parse; the servers it
+skips; tools/hello.lua. No benchmark runs: only the parser is called, and the two ways of
+starting the tool are run with --help."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from tools.bench.cli import build_parser, parse_args
+from tools.bench.peers_servers import LUA_BIN, LUA_SHARE, PEERS_SERVERS
+from tools.bench.process import wait_ready
+from tools.bench.runner import unavailable
+from tools.bench.servers import ServerDef
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,6 +33,7 @@ EVERY_OPTION = {
     "--connections": ("32", "connections", 32),
     "--threads": ("2", "threads", 2),
     "--idle": ("50", "idle", 50),
+    "--close-connections": ("8", "close_connections", 8),
     "--json": ("out.json", "json", Path("out.json")),
     "--peers-venv": ("/tmp/peers", "peers_venv", Path("/tmp/peers")),
     "--server-cpu": ("1", "server_cpu", 1),
@@ -82,6 +90,27 @@ SUITES = {
         ["keep-alive", "idle-memory"],
         10,
     ),
+    "peers": (
+        [
+            "prefork",
+            "prefork-pure",
+            "uvicorn-h11",
+            "uvicorn-fast",
+            "gunicorn-asgi",
+            "granian",
+            "lua-http",
+            "gunicorn-asgi-h2c",
+            "prefork-w2",
+            "prefork-pure-w2",
+            "uvicorn-h11-w2",
+            "uvicorn-fast-w2",
+            "gunicorn-asgi-w2",
+            "granian-w2",
+            "lua-http-w2",
+        ],
+        ["keep-alive", "close", "h2c", "keep-alive-w2", "idle-memory"],
+        10,
+    ),
 }
 
 
@@ -104,6 +133,7 @@ def test_defaults() -> None:
         "connections": 64,
         "threads": 1,
         "idle": 1000,
+        "close_connections": 16,
         "json": None,
         "peers_venv": Path("/opt/prefork-peers/venv"),
         "server_cpu": 0,
@@ -159,6 +189,7 @@ def test_documented_commands_parse() -> None:
         (["--suite", "apps", "--servers", "prefork"], "unknown --servers for --suite apps"),
         (["--suite", "bogus"], "invalid choice: 'bogus'"),
         (["--idle", "0"], "must be >= 1"),
+        (["--suite", "peers", "--servers", "hypercorn"], "unknown --servers for --suite peers"),
         (["--suite", "tls", "--h2-streams", "0"], "must be >= 1"),
         (["--no-such-option"], "unrecognized arguments"),
     ],
@@ -181,5 +212,77 @@ def test_help_runs(how: list[str]) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "--suite {single,master,tls,apps}" in proc.stdout
+    assert "--suite {single,master,tls,apps,peers}" in proc.stdout
     assert proc.stdout.startswith(f"usage: python {' '.join(how)} ")
+
+
+def test_peers_extra_servers_run_only_when_named() -> None:
+    assert "prefork-asgi" not in parse_args(["--suite", "peers"]).servers
+    args = parse_args(["--suite", "peers", "--servers", "prefork-asgi,lua-http-jit"])
+    assert args.servers == ["prefork-asgi", "lua-http-jit"]
+
+
+# servers that need an option of their program -------------------------------------------------
+
+
+@pytest.mark.parametrize(("prints", "skipped"), [("--loop  asyncio|uvloop", False), ("", True)])
+def test_server_needing_an_option(prints: str, skipped: bool) -> None:
+    sdef = ServerDef(
+        ("{python}", "x"),
+        needs="{python}",
+        needs_option=(("{python}", "-c", f"print({prints!r})"), "--loop"),
+    )
+    why = unavailable(sdef, {"python": sys.executable})
+    assert (why is not None) == skipped
+    if skipped:
+        assert "lists no --loop" in str(why)
+
+
+def test_prefork_pure_follows_prefork_help() -> None:
+    """prefork-pure runs exactly when this prefork's --help has --loop."""
+    sdef = PEERS_SERVERS["prefork-pure"]
+    values = {"python": sys.executable, "repo": str(REPO)}
+    helptext = subprocess.run(
+        [sys.executable, "-m", "prefork", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert (unavailable(sdef, values) is None) == ("--loop" in helptext)
+    assert unavailable(PEERS_SERVERS["prefork"], values) is None
+
+
+# tools/hello.lua: lua-http's hello, when Debian's lua-http and Lua 5.2 are installed ----------
+
+
+@pytest.mark.skipif(
+    not (Path(LUA_BIN).exists() and Path(LUA_SHARE).exists()), reason="lua-http not installed"
+)
+def test_lua_hello_answers_like_the_other_peers() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [LUA_BIN, "tools/hello.lua", "127.0.0.1", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(proc, port, timeout=20)
+        for method, body in (("GET", b"Hello world!\n"), ("HEAD", b"")):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request(method, "/")
+                resp = conn.getresponse()
+                assert (resp.status, resp.read()) == (200, body)
+                assert resp.getheader("content-type") == "text/plain"
+                assert resp.getheader("content-length") == "13"
+            finally:
+                conn.close()
+    finally:
+        proc.kill()
+        _, errors = proc.communicate(timeout=10)
+    assert errors == b""  # a client closing after its answer is no error
