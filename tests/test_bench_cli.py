@@ -1,6 +1,6 @@
 """tools/bench's command line: the documented options, suites and commands parse; the servers it
-skips; tools/hello.lua. No benchmark runs: only the parser is called, and the two ways of
-starting the tool are run with --help."""
+skips; the medians of --runs; tools/hello.lua. No benchmark runs: only the parser is called,
+and the two ways of starting the tool are run with --help."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tools.bench.cli import build_parser, parse_args
 from tools.bench.peers_servers import LUA_BIN, LUA_SHARE, PEERS_SERVERS
 from tools.bench.process import wait_ready
 from tools.bench.runner import unavailable
+from tools.bench.runs import merge_runs
 from tools.bench.servers import ServerDef
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ EVERY_OPTION = {
     "--connections": ("32", "connections", 32),
     "--threads": ("2", "threads", 2),
     "--idle": ("50", "idle", 50),
+    "--runs": ("2", "runs", 2),
     "--close-connections": ("8", "close_connections", 8),
     "--json": ("out.json", "json", Path("out.json")),
     "--peers-venv": ("/tmp/peers", "peers_venv", Path("/tmp/peers")),
@@ -133,6 +135,7 @@ def test_defaults() -> None:
         "connections": 64,
         "threads": 1,
         "idle": 1000,
+        "runs": 1,
         "close_connections": 16,
         "json": None,
         "peers_venv": Path("/opt/prefork-peers/venv"),
@@ -189,6 +192,7 @@ def test_documented_commands_parse() -> None:
         (["--suite", "apps", "--servers", "prefork"], "unknown --servers for --suite apps"),
         (["--suite", "bogus"], "invalid choice: 'bogus'"),
         (["--idle", "0"], "must be >= 1"),
+        (["--runs", "0"], "must be >= 1"),
         (["--suite", "peers", "--servers", "hypercorn"], "unknown --servers for --suite peers"),
         (["--suite", "tls", "--h2-streams", "0"], "must be >= 1"),
         (["--no-such-option"], "unrecognized arguments"),
@@ -220,6 +224,30 @@ def test_peers_extra_servers_run_only_when_named() -> None:
     assert "prefork-asgi" not in parse_args(["--suite", "peers"]).servers
     args = parse_args(["--suite", "peers", "--servers", "prefork-asgi,lua-http-jit"])
     assert args.servers == ["prefork-asgi", "lua-http-jit"]
+
+
+# --runs: one row of medians per server and scenario -------------------------------------------
+
+
+def test_merge_runs_takes_medians() -> None:
+    runs = [
+        {"server": "p", "scenario": "keep-alive", "port": 1, "rps": 100.0, "errors": 0},
+        {"server": "u", "scenario": "keep-alive", "port": 2, "rps": 50.0, "errors": 1},
+        {"server": "p", "scenario": "keep-alive", "port": 3, "rps": 200.0, "errors": 2},
+        {"server": "u", "scenario": "keep-alive", "port": 4, "error": "wrk exited 1"},
+        {"server": "p", "scenario": "keep-alive", "port": 5, "rps": 120.0, "errors": 0},
+        {"server": "x", "scenario": "keep-alive", "port": 6, "error": "wrk exited 1"},
+    ]
+    p, u, x = merge_runs(runs, {"keep-alive": "rps"})
+    assert (p["rps"], p["errors"], p["port"], p["runs"], p["failed_runs"]) == (
+        120.0,
+        2,
+        5,  # the last run's, as its commands are
+        [100.0, 200.0, 120.0],
+        0,
+    )
+    assert (u["rps"], u["errors"], u["runs"], u["failed_runs"]) == (50.0, 1, [50.0, None], 1)
+    assert x == runs[-1]  # failed in every run
 
 
 # servers that need an option of their program -------------------------------------------------

@@ -67,4 +67,6 @@ uvicorn-fast and >= 2x lua-http; close >= 1.0x uvicorn-fast, prefork-pure >= 1.3
 keep-alive-w2 >= 1.0x uvicorn-fast-w2; h2c >= 0.75x lua-http; an idle worker <= 15 MiB, KiB per
 idle connection <= 0.5x uvicorn-h11 (reported only). Not run unless named: prefork-asgi (the
 ASGI hello on prefork), lua-http-jit (lua-http on LuaJIT).
+
+--runs N runs a suite N times over and reports each row as the median of its runs.
 """

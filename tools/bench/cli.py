@@ -20,6 +20,7 @@ from tools.bench.suites import SUITES, TLS_DURATION, Suite
 # The options that must be >= 1, in the order of the error message.
 AT_LEAST_ONE = (
     "--idle",
+    "--runs",
     "--duration",
     "--warmup",
     "--connections",
@@ -85,6 +86,13 @@ def add_load_options(add: Callable[..., object]) -> None:
         help=f"seconds of each measured wrk run (10; tls suite {TLS_DURATION})",
     )
     add("--warmup", type=int, default=2, help="seconds of the wrk warm-up run (2)")
+    add(
+        "--runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the suite N times over; each row is then the median of its runs (1)",
+    )
     add("--connections", type=int, default=64, help="wrk -c connections (64)")
     add(
         "--close-connections",

@@ -64,7 +64,8 @@ srv cores: CPU seconds per second of the measured run, all the server's processe
   included); CPU us/req: srv cores / req/s. other: the rest of the machine's busy CPU meanwhile.
 KiB/conn: (RSS after - RSS before) / connections, all processes; worker MiB: the idle RSS of
   the largest process without children (the worker; the server itself when it is one process).
-ratio: req/s (KiB/conn) over the `vs` server's, same scenario."""
+ratio: req/s (KiB/conn) over the `vs` server's, same scenario. With --runs N every number is
+  the median of the N runs (errors: their sum)."""
 
 
 def peers_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,7 +119,7 @@ def peers_notes(
         f"Connection: close; {args.warmup} s warm-up, {args.duration} s measured. h2c: h2load "
         f"-c{args.h2_connections} -m{args.h2_streams}, {args.h2load_warmup} requests of warm-up, "
         f"{args.h2load_requests} measured. idle-memory: {args.idle} connections. A fresh server "
-        "per row.",
+        f"per row" + (f"; medians of {args.runs} runs." if args.runs > 1 else "."),
         "The same hello everywhere (200 text/plain 'Hello world!\\n', content-length): prefork "
         "tools/peers/prefork_hello.py:onstream (the raw stream API; prefork-asgi: the ASGI app), "
         "the Python peers tools/peers/asgi_hello.py, lua-http tools/hello.lua. No access logs.",

@@ -20,6 +20,7 @@ from tools.bench.peers import (
 )
 from tools.bench.process import StartError, free_port, running
 from tools.bench.report import Results, print_progress
+from tools.bench.runs import merge_runs
 from tools.bench.servers import HOST, REPO, SHARED_ACCEPT, SHARED_ACCEPT_FALLBACK, ServerDef
 from tools.bench.suites import SUITES
 
@@ -46,9 +47,9 @@ def prepare_servers(args: argparse.Namespace) -> dict[str, ServerDef]:
 
 
 def run_suite(args: argparse.Namespace, servers: dict[str, ServerDef], tmp: Path) -> Results:
-    """Every chosen server x scenario that applies, in order. A server with no program (or
-    without an option it needs) is skipped; one that fails to start is not run again (its later
-    scenarios are dropped)."""
+    """Every chosen server x scenario that applies, in order, --runs times over (then one row
+    of medians per server and scenario). A server with no program (or without an option it
+    needs) is skipped; one that fails to start is not run again (its later rows are dropped)."""
     values = {
         "python": sys.executable,
         "venv": str(args.peers_venv),
@@ -65,17 +66,14 @@ def run_suite(args: argparse.Namespace, servers: dict[str, ServerDef], tmp: Path
         if why := unavailable(servers[name], values):
             results.skipped[name] = why
             print(f"# skipping {name}: {why}")
-            continue
-        for scen in args.scenarios:
-            if scenarios[scen].servers and name not in scenarios[scen].servers:
-                continue  # by design (the tls suite's per-protocol servers)
-            if scenarios[scen].counts and not servers[name].counts:
-                results.not_applicable.append(f"{name} / {scen}")
-                continue
-            if (row := runner.measure(name, servers[name], scen)) is None:
-                results.failed.append(name)
-                break
-            results.rows.append(row)
+    chosen = [name for name in args.servers if name not in results.skipped]
+    for run in range(1, args.runs + 1):
+        if args.runs > 1:
+            print(f"# run {run} of {args.runs}")
+        runner.run = run
+        run_once(args, servers, chosen, runner, results)
+    if args.runs > 1:
+        results.rows = merge_runs(results.rows, {k: v.metric for k, v in scenarios.items()})
     return results
 
 
@@ -99,6 +97,31 @@ def unavailable(sdef: ServerDef, values: dict[str, str]) -> str | None:
     return None
 
 
+def run_once(
+    args: argparse.Namespace,
+    servers: dict[str, ServerDef],
+    chosen: list[str],
+    runner: RowRunner,
+    results: Results,
+) -> None:
+    """One run: every server x scenario that applies, rows appended to `results`."""
+    scenarios = SUITES[args.suite].scenarios
+    for name in chosen:
+        if name in results.failed:
+            continue
+        for scen in args.scenarios:
+            if scenarios[scen].servers and name not in scenarios[scen].servers:
+                continue  # by design (the tls suite's per-protocol servers)
+            if scenarios[scen].counts and not servers[name].counts:
+                if f"{name} / {scen}" not in results.not_applicable:
+                    results.not_applicable.append(f"{name} / {scen}")
+                continue
+            if (row := runner.measure(name, servers[name], scen)) is None:
+                results.failed.append(name)
+                break
+            results.rows.append(row)
+
+
 @dataclass
 class RowRunner:
     """Measures rows: `values` fill the servers' argv templates (but the port); the servers'
@@ -107,6 +130,7 @@ class RowRunner:
     args: argparse.Namespace
     values: dict[str, str]
     tmp: Path
+    run: int = 1  # of --runs: names the logs
 
     def measure(self, name: str, sdef: ServerDef, scen: str) -> dict[str, Any] | None:
         """One row, measured again (up to --retry-busy times) while other processes used more
@@ -128,7 +152,7 @@ class RowRunner:
         waited = wait_quiet(args.quiet_wait) if args.quiet_wait else 0.0
         port = free_port()
         print(f"# {name} / {scen} on port {port}")
-        log = self.tmp / f"{name}-{scen}-{attempt}.log"
+        log = self.tmp / f"{name}-{scen}-{self.run}-{attempt}.log"
         cpus = args.mp_server_cpus if args.suite == "master" or sdef.unpinned else None
         try:
             with running(sdef, {**self.values, "port": str(port)}, log, args, cpus) as srv:
