@@ -1,20 +1,25 @@
-"""tools/bench's command line: the documented options, suites and commands parse; the servers it
-skips; the medians of --runs; tools/hello.lua. No benchmark runs: only the parser is called,
-and the two ways of starting the tool are run with --help."""
+"""tools/bench's command line: the documented options, suites and commands parse; the charts it
+draws from canned results; the medians of --runs; the servers it skips; tools/hello.lua. No
+benchmark runs: only the parser and the chart writer are called, and the two ways of starting
+the tool are run with --help."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import shlex
 import socket
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tools.bench.cli import build_parser, parse_args
+from tools.bench.chart import write_charts
+from tools.bench.cli import build_parser, main, parse_args
 from tools.bench.peers_servers import LUA_BIN, LUA_SHARE, PEERS_SERVERS
 from tools.bench.process import wait_ready
 from tools.bench.runner import unavailable
@@ -22,6 +27,7 @@ from tools.bench.runs import merge_runs
 from tools.bench.servers import ServerDef
 
 REPO = Path(__file__).resolve().parent.parent
+SVG = "{http://www.w3.org/2000/svg}"
 
 # Every option, a value for it and what parse_args makes of it: an option that disappears, or
 # changes its attribute or type, fails test_every_option_parses.
@@ -37,6 +43,8 @@ EVERY_OPTION = {
     "--runs": ("2", "runs", 2),
     "--close-connections": ("8", "close_connections", 8),
     "--json": ("out.json", "json", Path("out.json")),
+    "--chart": ("docs/bench", "chart", Path("docs/bench")),
+    "--from-json": ("out.json", "from_json", Path("out.json")),
     "--peers-venv": ("/tmp/peers", "peers_venv", Path("/tmp/peers")),
     "--server-cpu": ("1", "server_cpu", 1),
     "--load-cpu": ("0", "load_cpu", 0),
@@ -138,6 +146,8 @@ def test_defaults() -> None:
         "runs": 1,
         "close_connections": 16,
         "json": None,
+        "chart": None,
+        "from_json": None,
         "peers_venv": Path("/opt/prefork-peers/venv"),
         "server_cpu": 0,
         "load_cpu": 1,
@@ -193,6 +203,7 @@ def test_documented_commands_parse() -> None:
         (["--suite", "bogus"], "invalid choice: 'bogus'"),
         (["--idle", "0"], "must be >= 1"),
         (["--runs", "0"], "must be >= 1"),
+        (["--from-json", "out.json"], "--from-json draws charts: it needs --chart DIR"),
         (["--suite", "peers", "--servers", "hypercorn"], "unknown --servers for --suite peers"),
         (["--suite", "tls", "--h2-streams", "0"], "must be >= 1"),
         (["--no-such-option"], "unrecognized arguments"),
@@ -224,6 +235,79 @@ def test_peers_extra_servers_run_only_when_named() -> None:
     assert "prefork-asgi" not in parse_args(["--suite", "peers"]).servers
     args = parse_args(["--suite", "peers", "--servers", "prefork-asgi,lua-http-jit"])
     assert args.servers == ["prefork-asgi", "lua-http-jit"]
+
+
+# --chart: canned results of the peers suite, as --json writes them --------------------------
+
+
+def _row(server: str, scenario: str, **values: Any) -> dict[str, Any]:
+    return {
+        "server": server,
+        "scenario": scenario,
+        "port": 40000,
+        "load_command": "taskset -c 1 wrk -t1 -c64 --latency -d10s http://127.0.0.1:40000/",
+        "vs": "uvicorn-fast",
+        **values,
+    }
+
+
+CANNED = {
+    "suite": "peers",
+    "date": "2026-12-04",
+    "options": {"runs": 2},
+    "results": [
+        _row("prefork", "keep-alive", rps=30123.4, ratio_to_baseline=1.25),
+        _row("uvicorn-fast", "keep-alive", rps=24098.7, ratio_to_baseline=1.0),
+        _row("lua-http", "keep-alive", rps=12000.0, ratio_to_baseline=0.5),
+        _row("granian", "keep-alive", error="RuntimeError: wrk exited 1"),
+        _row("prefork", "idle-memory", kib_per_conn=2.25, worker_rss_kib=14 * 1024.0),
+        _row("uvicorn-fast", "idle-memory", kib_per_conn=7.5, worker_rss_kib=30 * 1024.0),
+    ],
+}
+
+
+def _bars(path: Path) -> list[ET.Element]:
+    root = ET.parse(path).getroot()  # well-formed XML, or ParseError
+    assert root.tag == f"{SVG}svg"
+    return [el for el in root.iter(f"{SVG}rect") if "bar" in el.get("class", "").split()]
+
+
+def test_chart_per_scenario_and_a_bar_per_server(tmp_path: Path) -> None:
+    written = write_charts(CANNED, tmp_path)
+    assert sorted(p.name for p in written) == [
+        "peers-idle-memory-worker-rss.svg",
+        "peers-idle-memory.svg",
+        "peers-keep-alive.svg",
+    ]
+    bars = _bars(tmp_path / "peers-keep-alive.svg")
+    assert len(bars) == 3  # granian's run failed: its label, but no bar
+    assert [b.get("class") for b in bars] == ["bar prefork", "bar", "bar"]
+    assert bars[0].get("fill") != bars[1].get("fill")  # prefork stands out
+    widths = [float(b.get("width", "0")) for b in bars]
+    assert widths[0] > widths[1] > widths[2] > 0  # to scale
+    text = (tmp_path / "peers-keep-alive.svg").read_text()
+    assert ">30,123 <tspan" in text and ">(1.25x)</tspan>" in text  # the value and ratio
+    assert "granian" in text and "not measured" in text
+    assert "median of 2 runs" in text
+    assert "wrk -t1 -c64 --latency -d10s http://127.0.0.1:PORT/" in text  # no taskset, no port
+    assert len(_bars(tmp_path / "peers-idle-memory.svg")) == 2
+    rss = (tmp_path / "peers-idle-memory-worker-rss.svg").read_text()
+    assert "idle worker memory" in rss and ">14.0</text>" in rss  # MiB, no ratio
+
+
+def test_chart_is_deterministic_and_escapes_text(tmp_path: Path) -> None:
+    report = {**CANNED, "results": [_row("a<b>&c", "keep-alive", rps=1.0)]}
+    first = write_charts(report, tmp_path / "1")[0].read_bytes()
+    assert write_charts(report, tmp_path / "2")[0].read_bytes() == first
+    assert "a&lt;b&gt;&amp;c" in first.decode()
+    assert len(_bars(tmp_path / "1" / "peers-keep-alive.svg")) == 1
+
+
+def test_from_json_draws_without_running(tmp_path: Path) -> None:
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(CANNED))
+    assert main(["--from-json", str(saved), "--chart", str(tmp_path / "charts")]) == 0
+    assert len(_bars(tmp_path / "charts" / "peers-keep-alive.svg")) == 3
 
 
 # --runs: one row of medians per server and scenario -------------------------------------------

@@ -68,5 +68,7 @@ keep-alive-w2 >= 1.0x uvicorn-fast-w2; h2c >= 0.75x lua-http; an idle worker <= 
 idle connection <= 0.5x uvicorn-h11 (reported only). Not run unless named: prefork-asgi (the
 ASGI hello on prefork), lua-http-jit (lua-http on LuaJIT).
 
---runs N runs a suite N times over and reports each row as the median of its runs.
+--runs N runs a suite N times over and reports each row as the median of its runs. --chart DIR
+draws each scenario as an SVG bar chart (DIR/SUITE-SCENARIO.svg, prefork highlighted);
+--from-json FILE --chart DIR redraws them from a saved --json FILE without running anything.
 """

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import tools.bench
+from tools.bench.chart import write_charts
 from tools.bench.measure import BUSY_CORES
 from tools.bench.process import raise_nofile
-from tools.bench.report import add_ratios, print_report, write_json
+from tools.bench.report import add_ratios, build_report, print_report
 from tools.bench.runner import prepare_servers, run_suite
 from tools.bench.suites import SUITES, TLS_DURATION, Suite
 
@@ -104,6 +107,19 @@ def add_load_options(add: Callable[..., object]) -> None:
     add("--threads", type=int, default=1, help="wrk -t threads (1)")
     add("--idle", type=int, default=1000, metavar="N", help="idle-memory connections (1000)")
     add("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
+    add(
+        "--chart",
+        type=Path,
+        metavar="DIR",
+        help="also draw the results as SVG bar charts in DIR, one per scenario "
+        "(SUITE-SCENARIO.svg; e.g. docs/bench)",
+    )
+    add(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="run nothing: draw the --chart charts from an earlier run's --json FILE",
+    )
     add(
         "--peers-venv",
         type=Path,
@@ -198,6 +214,8 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     suite = SUITES[args.suite]
     if args.duration is None:
         args.duration = TLS_DURATION if args.suite == "tls" else 10
+    if args.from_json and not args.chart:
+        p.error("--from-json draws charts: it needs --chart DIR")
     for opt, known, default in (
         ("servers", suite.servers, default_servers(suite)),
         ("scenarios", suite.scenarios, suite.default_scenarios),
@@ -222,6 +240,9 @@ def default_servers(suite: Suite) -> tuple[str, ...]:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Exit status: 0, 1 if a server failed to start, 2 if wrk, h2load or taskset is missing."""
     args = parse_args(argv, prog)
+    if args.from_json:
+        draw(json.loads(args.from_json.read_text()), args.chart)
+        return 0
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so every `finally` stops its server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Progress lines and a failing server's stderr then come out in order.
@@ -236,7 +257,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="prefork-bench-") as tmp:
         results = run_suite(args, servers, Path(tmp))
     add_ratios(results.rows, SUITES[args.suite])
-    extra = print_report(args, servers, results)
+    report = build_report(args, results, print_report(args, servers, results))
     if args.json:
-        write_json(args, results, extra)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.chart:
+        draw(report, args.chart)
     return 1 if results.failed else 0
+
+
+def draw(report: dict[str, Any], directory: Path) -> None:
+    for path in write_charts(report, directory):
+        print(f"wrote {path}")

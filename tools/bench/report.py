@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import os
 import re
 import sys
@@ -341,10 +341,14 @@ def print_commands(rows: list[dict[str, Any]], tmp: str, tls: bool) -> None:
         print(f"  $ {cmd}")
 
 
-def write_json(args: argparse.Namespace, results: Results, extra: dict[str, Any]) -> None:
-    """--json FILE: the machine, the options, the rows, what was not measured, `extra`."""
+def build_report(
+    args: argparse.Namespace, results: Results, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """What --json writes and --chart draws: the machine, the date, the options, the rows,
+    what was not measured, `extra` (the goals and notes)."""
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "date": datetime.date.today().isoformat(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "suite": args.suite,
         "baseline": SUITES[args.suite].baseline,
@@ -354,6 +358,4 @@ def write_json(args: argparse.Namespace, results: Results, extra: dict[str, Any]
     }
     if args.suite == "master":
         report["not_applicable"] = results.not_applicable
-    report |= extra
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    return report | extra
