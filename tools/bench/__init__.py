@@ -52,4 +52,23 @@ versions when missing there. Scenarios keep-alive (-c64, with the server's CPU) 
 Each row's ratio is against the peer running the same app (the `vs` column). Goals: ASGI
 keep-alive >= 1.5x uvicorn-h11 and >= 2.5x hypercorn, FastAPI >= 1.2x uvicorn-h11, Flask >= 1.5x
 gunicorn gthread, KiB per idle connection <= 0.5x uvicorn-h11 (reported only).
+
+--suite peers: prefork against the servers people compare it with (issue 13, item 7), the same
+hello everywhere: prefork --workers 1 (raw stream API) and prefork-pure (--loop asyncio --http
+h11; skipped while prefork has no --loop), uvicorn-h11 (--http h11 --loop asyncio), uvicorn-fast
+(--http httptools --loop uvloop), gunicorn-asgi (-k asgi, gunicorn's own worker), granian
+(--interface asgi) and lua-http (Debian's, tools/hello.lua on Lua 5.2: the seed whose API prefork
+follows; apt-get installs it when missing). All of a server's processes share --server-cpu.
+Scenarios: keep-alive (-c64), close (-c--close-connections, 16), h2c (h2load, the servers that
+speak it: prefork, gunicorn-asgi-h2c, granian, lua-http), keep-alive-w2 (the -w2 servers: two
+workers on --mp-server-cpus), idle-memory (with each server's idle worker RSS). Ratios against
+uvicorn-fast (h2c: lua-http; keep-alive-w2: uvicorn-fast-w2). Goals: keep-alive >= 1.2x
+uvicorn-fast and >= 2x lua-http; close >= 1.0x uvicorn-fast, prefork-pure >= 1.3x uvicorn-h11;
+keep-alive-w2 >= 1.0x uvicorn-fast-w2; h2c >= 0.75x lua-http; an idle worker <= 15 MiB, KiB per
+idle connection <= 0.5x uvicorn-h11 (reported only). Not run unless named: prefork-asgi (the
+ASGI hello on prefork), lua-http-jit (lua-http on LuaJIT).
+
+--runs N runs a suite N times over and reports each row as the median of its runs. --chart DIR
+draws each scenario as an SVG bar chart (DIR/SUITE-SCENARIO.svg, prefork highlighted);
+--from-json FILE --chart DIR redraws them from a saved --json FILE without running anything.
 """

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import tools.bench
+from tools.bench.chart import write_charts
 from tools.bench.measure import BUSY_CORES
 from tools.bench.process import raise_nofile
-from tools.bench.report import add_ratios, print_report, write_json
+from tools.bench.report import add_ratios, build_report, print_report
 from tools.bench.runner import prepare_servers, run_suite
-from tools.bench.suites import SUITES, TLS_DURATION
+from tools.bench.suites import SUITES, TLS_DURATION, Suite
 
 # The options that must be >= 1, in the order of the error message.
 AT_LEAST_ONE = (
     "--idle",
+    "--runs",
     "--duration",
     "--warmup",
     "--connections",
+    "--close-connections",
     "--threads",
     "--skew-connections",
     "--spread-rounds",
@@ -60,12 +65,16 @@ def add_load_options(add: Callable[..., object]) -> None:
         default="single",
         help="single: one process per server (default); master: 2 workers per server; tls: "
         "HTTP/2 (h2load) and HTTPS HTTP/1.1, one process per server; apps: ASGI, FastAPI and "
-        "Flask apps on prefork --workers 1 against uvicorn, hypercorn and gunicorn",
+        "Flask apps on prefork --workers 1 against uvicorn, hypercorn and gunicorn; peers: "
+        "prefork against uvicorn (h11; httptools+uvloop), gunicorn -k asgi, granian and "
+        "lua-http, one core each, then two workers",
     )
     add(
         "--servers",
         help="comma-separated servers (default: the suite's: "
-        + "; ".join(f"{k}: {','.join(v.servers)}" for k, v in SUITES.items())
+        + "; ".join(f"{k}: {','.join(default_servers(v))}" for k, v in SUITES.items())
+        + "; peers also has "
+        + ",".join(s for s in SUITES["peers"].servers if s not in SUITES["peers"].default_servers)
         + "); a server whose program is missing is skipped",
     )
     add(
@@ -80,16 +89,44 @@ def add_load_options(add: Callable[..., object]) -> None:
         help=f"seconds of each measured wrk run (10; tls suite {TLS_DURATION})",
     )
     add("--warmup", type=int, default=2, help="seconds of the wrk warm-up run (2)")
+    add(
+        "--runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the suite N times over; each row is then the median of its runs (1)",
+    )
     add("--connections", type=int, default=64, help="wrk -c connections (64)")
+    add(
+        "--close-connections",
+        type=int,
+        default=16,
+        metavar="N",
+        help="peers suite: wrk -c of the close scenario, a new connection per request (16)",
+    )
     add("--threads", type=int, default=1, help="wrk -t threads (1)")
     add("--idle", type=int, default=1000, metavar="N", help="idle-memory connections (1000)")
     add("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
+    add(
+        "--chart",
+        type=Path,
+        metavar="DIR",
+        help="also draw the results as SVG bar charts in DIR, one per scenario "
+        "(SUITE-SCENARIO.svg; e.g. docs/bench)",
+    )
+    add(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="run nothing: draw the --chart charts from an earlier run's --json FILE",
+    )
     add(
         "--peers-venv",
         type=Path,
         default=Path("/opt/prefork-peers/venv"),
         metavar="DIR",
-        help="venv with uvicorn/hypercorn/gunicorn, created if missing (%(default)s)",
+        help="venv with the Python peers (uvicorn, hypercorn, gunicorn, granian), created or "
+        "completed when they are missing (%(default)s)",
     )
     add("--server-cpu", type=int, default=0, metavar="CPU", help="server's CPU (0)")
     add("--load-cpu", type=int, default=1, metavar="CPU", help="wrk's CPU (1)")
@@ -100,7 +137,8 @@ def add_master_options(add: Callable[..., object]) -> None:
         "--mp-server-cpus",
         default="0,1",
         metavar="LIST",
-        help="master suite: taskset CPU list of the whole server (%(default)s)",
+        help="master suite and the peers suite's -w2 rows: taskset CPU list of the whole server "
+        "(%(default)s)",
     )
     add(
         "--skew-connections",
@@ -141,14 +179,14 @@ def add_tls_options(add: Callable[..., object]) -> None:
         type=int,
         default=50000,
         metavar="N",
-        help="tls suite: h2load -n of the measured run (%(default)s)",
+        help="tls and peers suites: h2load -n of the measured run (%(default)s)",
     )
     add(
         "--h2load-warmup",
         type=int,
         default=5000,
         metavar="N",
-        help="tls suite: h2load -n of the warm-up run, discarded (%(default)s)",
+        help="tls and peers suites: h2load -n of the warm-up run, discarded (%(default)s)",
     )
     add("--h2-connections", type=int, default=16, metavar="N", help="h2load -c (%(default)s)")
     add("--h2-streams", type=int, default=10, metavar="N", help="h2load -m (%(default)s)")
@@ -157,14 +195,14 @@ def add_tls_options(add: Callable[..., object]) -> None:
         type=float,
         default=10.0,
         metavar="S",
-        help="tls suite: h2load -N, closes a connection idle this long (%(default)s)",
+        help="h2load -N, closes a connection idle this long (%(default)s)",
     )
     add(
         "--h2load-timeout",
         type=float,
         default=120.0,
         metavar="S",
-        help="tls suite: seconds an h2load run may take before it is killed (%(default)s)",
+        help="seconds an h2load run may take before it is killed (%(default)s)",
     )
 
 
@@ -176,8 +214,10 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     suite = SUITES[args.suite]
     if args.duration is None:
         args.duration = TLS_DURATION if args.suite == "tls" else 10
+    if args.from_json and not args.chart:
+        p.error("--from-json draws charts: it needs --chart DIR")
     for opt, known, default in (
-        ("servers", suite.servers, tuple(suite.servers)),
+        ("servers", suite.servers, default_servers(suite)),
         ("scenarios", suite.scenarios, suite.default_scenarios),
     ):
         given = getattr(args, opt)
@@ -193,14 +233,22 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     return args
 
 
+def default_servers(suite: Suite) -> tuple[str, ...]:
+    return suite.default_servers or tuple(suite.servers)
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Exit status: 0, 1 if a server failed to start, 2 if wrk, h2load or taskset is missing."""
     args = parse_args(argv, prog)
+    if args.from_json:
+        draw(json.loads(args.from_json.read_text()), args.chart)
+        return 0
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so every `finally` stops its server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Progress lines and a failing server's stderr then come out in order.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    needed = ("taskset", "wrk", *(("h2load",) if args.suite == "tls" else ()))
+    h2load = args.suite == "tls" or "h2c" in args.scenarios
+    needed = ("taskset", "wrk", *(("h2load",) if h2load else ()))
     if missing := [t for t in needed if shutil.which(t) is None]:
         print(f"error: missing tools: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -209,7 +257,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="prefork-bench-") as tmp:
         results = run_suite(args, servers, Path(tmp))
     add_ratios(results.rows, SUITES[args.suite])
-    extra = print_report(args, servers, results)
+    report = build_report(args, results, print_report(args, servers, results))
     if args.json:
-        write_json(args, results, extra)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.chart:
+        draw(report, args.chart)
     return 1 if results.failed else 0
+
+
+def draw(report: dict[str, Any], directory: Path) -> None:
+    for path in write_charts(report, directory):
+        print(f"wrote {path}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import os
 import re
 import sys
@@ -20,6 +20,7 @@ from tools.bench.goals import (
     tls_goals,
     tls_notes,
 )
+from tools.bench.peers_report import PEERS_LEGEND, peers_goals, peers_notes, peers_table
 from tools.bench.servers import (
     BASELINE,
     MASTER_BASELINE,
@@ -250,7 +251,7 @@ def print_goals(goals: list[dict[str, Any]], source: str = "issue 4, item 9") ->
 
 
 def print_progress(suite: str, row: dict[str, Any]) -> None:
-    """The master, tls and apps suites' line after each measured row."""
+    """The master, tls, apps and peers suites' line after each measured row."""
     if "error" in row:
         return
     if suite == "tls":
@@ -273,7 +274,7 @@ def print_progress(suite: str, row: dict[str, Any]) -> None:
             f"{fmt(row.get('p99_ms'), '.2f')} ms, per-worker "
             f"{row.get('split') or '-'}, other {fmt(row.get('other_cores'), '.2f')}"
         )
-    if suite == "apps":
+    if suite in ("apps", "peers"):
         print(
             f"#   {fmt(row.get('rps'), ',.0f')} req/s, {fmt(row.get('kib_per_conn'), '.1f')} "
             f"KiB/conn, errors {row.get('errors')}, srv cores "
@@ -299,6 +300,11 @@ def print_report(
             print_apps_table(rows)
             goals, notes = apps_goals(rows), apps_notes(args, rows)
             print_goals(goals, "issue 10, item 7")
+        elif args.suite == "peers":
+            render(peers_table(rows, args.scenarios))
+            print(PEERS_LEGEND)
+            goals, notes = peers_goals(rows), peers_notes(args, rows, results.skipped)
+            print_goals(goals, "issue 13, items 7 and 4")
         else:
             print_tls_table(rows, args.scenarios)
             goals, notes = tls_goals(rows), tls_notes(args, rows)
@@ -335,10 +341,14 @@ def print_commands(rows: list[dict[str, Any]], tmp: str, tls: bool) -> None:
         print(f"  $ {cmd}")
 
 
-def write_json(args: argparse.Namespace, results: Results, extra: dict[str, Any]) -> None:
-    """--json FILE: the machine, the options, the rows, what was not measured, `extra`."""
+def build_report(
+    args: argparse.Namespace, results: Results, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """What --json writes and --chart draws: the machine, the date, the options, the rows,
+    what was not measured, `extra` (the goals and notes)."""
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "date": datetime.date.today().isoformat(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "suite": args.suite,
         "baseline": SUITES[args.suite].baseline,
@@ -348,6 +358,4 @@ def write_json(args: argparse.Namespace, results: Results, extra: dict[str, Any]
     }
     if args.suite == "master":
         report["not_applicable"] = results.not_applicable
-    report |= extra
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    return report | extra

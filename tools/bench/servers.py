@@ -27,6 +27,11 @@ class ServerDef:
     counts: bool = False  # the app is tools/peers/work.py's: /burn, /pid, per-process counts
     https: bool = False  # serves TLS only: the readiness probe is an HTTPS GET (not verified)
     baseline: str | None = None  # the server its ratios are against, when not the suite's
+    unpinned: bool = False  # runs on --mp-server-cpus (both cores), as the master suite's do
+    debian: tuple[str, ...] = ()  # Debian packages it needs: apt-get installs the missing ones
+    # (the argv template of a help command, an option its output must list): a server whose
+    # program lacks the option is skipped, as one whose `needs` file is missing
+    needs_option: tuple[tuple[str, ...], str] | None = None
 
     def render(self, **values: str) -> list[str]:
         return [part.format(**values) for part in self.argv]

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.bench.connections import burst_spread, idle_memory
+from tools.bench.peers_servers import (
+    EXTRA,
+    FAST,
+    FAST_W2,
+    H2C,
+    LUA,
+    ONE_CORE,
+    PEERS_SERVERS,
+    TWO_WORKERS,
+)
 from tools.bench.process import Running
+from tools.bench.rss import idle_memory_by_process
 from tools.bench.servers import (
     APPS_SERVERS,
     BASELINE,
@@ -32,6 +43,7 @@ class Scenario:
     baseline: str | None = None  # the server to compare with, when not the suite's baseline
     counts: bool = False  # needs a `counts` server (others are skipped for this scenario)
     servers: tuple[str, ...] = ()  # the only servers it runs against (empty: all the suite's)
+    title: str = ""  # what it measures, for the charts (empty: the scenario's name)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -97,12 +109,48 @@ APPS_SCENARIOS: dict[str, Scenario] = {
 }
 
 
+# --suite peers (issue 13 item 7): one core per server (prefork: its master and worker), then
+# two workers unpinned; the same hello everywhere.
+PEERS_SCENARIOS: dict[str, Scenario] = {
+    "keep-alive": Scenario(
+        mp_wrk_scenario(), "rps", servers=ONE_CORE, title="keep-alive, one core per server"
+    ),
+    "close": Scenario(
+        mp_wrk_scenario("-H", "Connection: close", connections="close_connections"),
+        "rps",
+        servers=ONE_CORE,
+        title="a new connection per request, one core per server",
+    ),
+    "h2c": Scenario(
+        h2load_scenario("http"),
+        "rps",
+        baseline=LUA,
+        servers=H2C,
+        title="h2c (HTTP/2 with prior knowledge), one core per server",
+    ),
+    "keep-alive-w2": Scenario(
+        mp_wrk_scenario(),
+        "rps",
+        baseline=FAST_W2,
+        servers=TWO_WORKERS,
+        title="keep-alive, two workers, unpinned",
+    ),
+    "idle-memory": Scenario(
+        idle_memory_by_process,
+        "kib_per_conn",
+        servers=ONE_CORE,
+        title="memory per idle keep-alive connection",
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Suite:
     servers: dict[str, ServerDef]
     scenarios: dict[str, Scenario]
     default_scenarios: tuple[str, ...]
     baseline: str
+    default_servers: tuple[str, ...] = ()  # empty: every server
 
 
 SUITES = {
@@ -110,4 +158,11 @@ SUITES = {
     "master": Suite(MASTER_SERVERS, MASTER_SCENARIOS, MASTER_DEFAULT_SCENARIOS, MASTER_BASELINE),
     "tls": Suite(TLS_SERVERS, TLS_SCENARIOS, tuple(TLS_SCENARIOS), TLS_BASELINE),
     "apps": Suite(APPS_SERVERS, APPS_SCENARIOS, tuple(APPS_SCENARIOS), BASELINE),
+    "peers": Suite(
+        PEERS_SERVERS,
+        PEERS_SCENARIOS,
+        tuple(PEERS_SCENARIOS),
+        FAST,
+        tuple(name for name in PEERS_SERVERS if name not in EXTRA),
+    ),
 }
