@@ -24,7 +24,7 @@ from prefork.app import AppError, AppSpec, load_app
 from prefork.cliargs import build_parser, given
 from prefork.config import UsageError, load_args, settings
 from prefork.process.master import MasterConfig, run
-from prefork.startup import drop_privileges, open_listeners, pidfile, server_options
+from prefork.startup import drop_privileges, open_all, open_listeners, pidfile, server_options
 
 __all__ = ["build_parser", "main", "master_settings", "open_listeners", "reload_settings"]
 
@@ -62,7 +62,7 @@ def start(s: dict[str, Any], opts: dict[str, Any], reload: Callable[[], dict[str
             os.umask(s["umask"])
         spec = app_spec(s)
         app: Any = load_app(spec) if s["preload"] else spec
-        listeners, paths = open_listeners(s["bind"], s["backlog"])
+        listeners, paths, proxied = open_all(s["bind"], s["backlog"], s["proxy_protocol"])
     except (AppError, RuntimeError, OSError, ValueError) as exc:
         return failed(exc)
     try:
@@ -72,6 +72,7 @@ def start(s: dict[str, Any], opts: dict[str, Any], reload: Callable[[], dict[str
                 app=app,
                 listeners=listeners,
                 unix_paths=paths,
+                proxy_listeners=proxied,
                 dispatch=s["dispatch"],
                 attach_socket=s["attach_socket"],
                 control_socket=s["control_socket"],
@@ -112,13 +113,16 @@ def master_settings(s: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
 def reload_settings(
     args: dict[str, Any], config_path: str | None, first: dict[str, Any]
 ) -> dict[str, Any]:
-    """HUP: read the config file again; the command line still wins. Binds need a restart.
+    """HUP: read the config file again; the command line still wins. Binds (and which of them
+    expect a PROXY protocol header) need a restart.
 
     Raises:
         UsageError: the new configuration is invalid (the master keeps its workers).
         RuntimeError: the certificate cannot be loaded (the same).
     """
     fresh = settings(args, config_path)
-    if fresh["bind"] != first["bind"]:
-        logging.getLogger("prefork.master").warning("reload: bind changes need a restart")
+    if fresh["bind"] != first["bind"] or fresh["proxy_protocol"] != first["proxy_protocol"]:
+        logging.getLogger("prefork.master").warning(
+            "reload: bind and proxy-protocol changes need a restart"
+        )
     return master_settings(fresh, server_options(fresh))

@@ -242,8 +242,9 @@ class Octal(Kind):
 
 
 class Addresses(Kind):
-    """Listening addresses: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``; one
-    string or a list. Loaded as a tuple of the strings, each checked by :func:`address`."""
+    """Listening addresses: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``, each
+    perhaps marked ``proxy+``; one string or a list. Loaded as a tuple of the strings, each
+    checked by :func:`address`."""
 
     def describe(self) -> str:
         return "list of addresses"
@@ -265,22 +266,35 @@ class Addresses(Kind):
         return {"action": "append"}
 
 
+PROXY_MARK = "proxy+"
+
+
+def proxy_marked(text: str) -> tuple[bool, str]:
+    """``proxy+ADDRESS`` (a listener whose connections start with a PROXY protocol header)
+    -> ``(True, ADDRESS)``; any other address -> ``(False, text)``."""
+    if text.startswith(PROXY_MARK):
+        return True, text[len(PROXY_MARK) :]
+    return False, text
+
+
 def address(text: str, label: str = "--bind") -> tuple[str, Any, int | None]:
     """``HOST:PORT``/``[V6]:PORT`` -> ``("tcp", host, port)``; ``unix:PATH`` -> ``("unix",
-    path, None)``; ``fd://N`` -> ``("fd", N, None)``.
+    path, None)``; ``fd://N`` -> ``("fd", N, None)``; a ``proxy+`` mark before any of them is
+    passed over (:func:`proxy_marked` reads it).
 
     Raises:
         ValueError: none of these forms (the message names ``label`` and ``text``).
     """
-    if text.startswith("unix:"):
-        if not text[5:]:
+    where = proxy_marked(text)[1]
+    if where.startswith("unix:"):
+        if not where[5:]:
             raise ValueError(f"{label} {text!r}: unix: needs a path")
-        return "unix", text[5:], None
-    if text.startswith("fd://"):
-        if not text[5:].isdigit():
+        return "unix", where[5:], None
+    if where.startswith("fd://"):
+        if not where[5:].isdigit():
             raise ValueError(f"{label} {text!r}: fd:// needs a descriptor number")
-        return "fd", int(text[5:]), None
-    host, sep, port = text.rpartition(":")
+        return "fd", int(where[5:]), None
+    host, sep, port = where.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit() or int(port) > 65535:

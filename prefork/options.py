@@ -50,6 +50,7 @@ class ServerOptions:
     h2_max_header_list_size: int = DEFAULTS["h2_max_header_list_size"]
     forwarded_allow_ips: TrustedPeers = DEFAULTS["forwarded_allow_ips"]
     health_path: str | None = DEFAULTS["health_path"]
+    proxy_protocol: bool = DEFAULTS["proxy_protocol"]
 
     @property
     def limits(self) -> Limits:

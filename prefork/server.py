@@ -62,13 +62,11 @@ class Server:
         self._finished = False
         host_name = bind.host if bind is not None else None
         self._host = Host(self, options, host_name, self._get_loop, self._on_change)
-        self._connection_factory = setup.connection_factory(self._host)
+        self._factories = setup.connection_factories(self._host)
 
     def __repr__(self) -> str:
-        return (
-            f"prefork.Server(socket={sockets.localname(self._socket)!r}, "
-            f"connections={self.connections})"
-        )
+        name = sockets.localname(self._socket)
+        return f"prefork.Server(socket={name!r}, connections={self.connections})"
 
     @property
     def requests(self) -> int:
@@ -83,8 +81,7 @@ class Server:
     @property
     def on_socket_done(self) -> Callable[[], None] | None:
         """Called once for each socket given to :meth:`add_socket` when it is finished with
-        (closed, failed or taken over); a prefork worker reports these to its master so that
-        its count of open connections stays true."""
+        (closed, failed or taken over): a prefork worker tells its master, which counts them."""
         return self._host.on_socket_done
 
     @on_socket_done.setter
@@ -206,27 +203,30 @@ class Server:
         self._backoff = False
         self._update_accepting()
 
-    def add_socket(self, sock: socket.socket) -> bool:
-        """Serve a connected socket from anywhere (the master, inetd, ``socketpair()``).
+    def add_socket(self, sock: socket.socket, *, proxy_protocol: bool | None = None) -> bool:
+        """Serve a connected socket from anywhere (the master, inetd, ``socketpair()``);
+        ``proxy_protocol``: it starts with a PROXY protocol header (None: as the option says).
 
         Returns:
             True, or False when the server is closed (the socket is then closed).
         """
         if not isinstance(sock, socket.socket):
             raise TypeError(f"add_socket needs a socket.socket, got {type(sock).__name__}")
+        if not (proxy_protocol is None or isinstance(proxy_protocol, bool)):
+            raise TypeError(f"proxy_protocol must be a bool or None, got {proxy_protocol!r}")
         if self._closed:
             sock.close()
             return False
-        loop = self._get_loop()
         sock.setblocking(False)
         sockets.set_nodelay(sock)
+        proxied = self._options.proxy_protocol if proxy_protocol is None else proxy_protocol
         self._host.opening += 1
-        self._host.spawn(self._open(sock, loop))
+        self._host.spawn(self._open(sock, self._factories[proxied]))
         return True
 
-    async def _open(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    async def _open(self, sock: socket.socket, factory: setup.Factory) -> None:
         try:
-            await loop.connect_accepted_socket(self._connection_factory, sock)
+            await self._get_loop().connect_accepted_socket(factory, sock)
         except Exception as exc:  # OSError, or a protocol that failed to start (a bug: report)
             sock.close()
             self._host.socket_done()

@@ -133,7 +133,8 @@ COMMAND = (
             "wins)", ("-c", "--config"), "FILE", in_config=False),
     Setting("bind", Addresses(), ("127.0.0.1:8080",), MASTER, "HOST:PORT, [IPV6]:PORT, "
             "unix:PATH (a stale socket is replaced, removed at exit) or fd://N (an inherited "
-            "socket); repeatable; ignored under systemd socket activation",
+            "socket), each perhaps prefixed proxy+ (its connections start with a PROXY "
+            "protocol header); repeatable; ignored under systemd socket activation",
             ("-b", "--bind"), "ADDRESS"),
     Setting("workers", Int(1), os.cpu_count() or 1, MASTER, "worker processes",
             ("-w", "--workers"), "N", shown="the CPU count"),
@@ -260,6 +261,11 @@ EDGE = (
             "seconds before the graceful stop: --health-path answers 503 while every request "
             "is still served, so that balancers take the server out first; a second TERM "
             "stops at once", ("--drain-time",), "S"),
+    Setting("proxy_protocol", Bool(), False, BOTH, "every connection (on every listener) "
+            "starts with a PROXY protocol header, v1 or v2, naming the client; it is read "
+            "before TLS and HTTP, and only peers in --forwarded-allow-ips may send it. For "
+            "some listeners only, prefix their --bind with proxy+ instead",
+            ("--proxy-protocol",)),
 )
 
 LIBRARY_OPTIONS = (

@@ -1,7 +1,8 @@
 """What the ``prefork`` command does before its master runs: the workers' server options (and
 their TLS context), the listening sockets, the privilege drop and the pidfile.
 
-``open_listeners`` is also for programs that run ``prefork.process.master.Master`` themselves
+``open_listeners`` (and ``open_all``, which also says which listeners expect a PROXY protocol
+header) are also for programs that run ``prefork.process.master.Master`` themselves
 (docs/master.md, "Library use").
 """
 
@@ -14,10 +15,10 @@ import os
 import pwd
 import socket
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from prefork import sockets
-from prefork.kinds import address
+from prefork.kinds import address, proxy_marked
 from prefork.options import ListenOptions
 from prefork.process import systemd
 from prefork.settings import BOTH, SERVER, SETTINGS
@@ -78,7 +79,8 @@ def tls_context(certfile: str, keyfile: str | None, version: float | None) -> An
 
 
 def parse_bind(text: str) -> ListenOptions | int:
-    """``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH`` -> ListenOptions; ``fd://N`` -> N.
+    """``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH`` -> ListenOptions; ``fd://N`` -> N (a
+    ``proxy+`` mark is passed over: see :func:`open_all`).
 
     Raises:
         ValueError: none of these forms (see ``prefork.kinds.address``).
@@ -91,6 +93,16 @@ def parse_bind(text: str) -> ListenOptions | int:
     return ListenOptions(host=where, port=port, reuseaddr=True)
 
 
+class Listeners(NamedTuple):
+    """What :func:`open_all` opened: the sockets (in ``--bind`` order, unless systemd's), the
+    Unix socket paths to remove at exit, and the sockets whose connections start with a PROXY
+    protocol header (``MasterConfig.proxy_listeners``)."""
+
+    sockets: list[socket.socket]
+    unix_paths: list[str]
+    proxied: list[socket.socket]
+
+
 def open_listeners(binds: Sequence[str], backlog: int) -> tuple[list[socket.socket], list[str]]:
     """Bind every address, or take the sockets of an old master (USR2: ``PREFORK_FDS``) or of
     systemd (``LISTEN_FDS``); returns the sockets and the unix paths to remove at exit.
@@ -98,14 +110,44 @@ def open_listeners(binds: Sequence[str], backlog: int) -> tuple[list[socket.sock
     Raises:
         ValueError: an address of the wrong form. RuntimeError: an address cannot be bound.
     """
+    found = open_all(binds, backlog)
+    return found.sockets, found.unix_paths
+
+
+def open_all(binds: Sequence[str], backlog: int, proxy_protocol: bool = False) -> Listeners:
+    """:func:`open_listeners`, and which listeners expect a PROXY protocol header: all of them
+    with ``proxy_protocol`` (``--proxy-protocol``), else those of the binds marked ``proxy+``.
+    An old master's sockets come in ``--bind`` order (it was started with the same binds);
+    systemd's replace the binds, so their marks cannot apply (a warning says so).
+
+    Raises:
+        ValueError: an address of the wrong form. RuntimeError: an address cannot be bound.
+    """
+    marked = [proxy_marked(b)[0] for b in binds]
     passed = os.environ.pop("PREFORK_FDS", "")
     if passed:
         socks = [socket.socket(fileno=int(fd)) for fd in passed.split(",")]
         names = [s.getsockname() for s in socks if s.family == socket.AF_UNIX]
-        return socks, [n for n in names if isinstance(n, str) and n]
-    inherited = systemd.listen_fds()
-    if inherited:
-        return inherited, []
+        paths = [n for n in names if isinstance(n, str) and n]
+    else:
+        socks = systemd.listen_fds()
+        paths = []
+        if socks and any(marked) and not proxy_protocol:
+            logging.getLogger("prefork").warning(
+                "socket activation: --bind (and its proxy+ marks) is ignored; "
+                "use --proxy-protocol for a PROXY protocol on every socket"
+            )
+            marked = []
+        elif not socks:
+            socks, paths = _bind_all(binds, backlog)
+    if proxy_protocol:
+        return Listeners(socks, paths, list(socks))
+    if len(marked) != len(socks):
+        marked = []  # an old master with other binds: a restart applies new marks
+    return Listeners(socks, paths, [s for s, m in zip(socks, marked, strict=False) if m])
+
+
+def _bind_all(binds: Sequence[str], backlog: int) -> tuple[list[socket.socket], list[str]]:
     specs = [parse_bind(b) for b in binds]
     listeners: list[socket.socket] = []
     paths: list[str] = []

@@ -53,7 +53,8 @@ class HAProxy:
             )
         binds = re.findall(r"^\s*bind\s+(\S+):(\d+)", text, re.M)
         for host, port in binds:
-            wait_until(lambda h=host, p=port: self._answers(h, int(p)), timeout, f"haproxy on {host}:{port}")
+            what = f"haproxy on {host}:{port}"
+            wait_until(lambda h=host, p=port: self._answers(h, int(p)), timeout, what)
         return self
 
     def _answers(self, host: str, port: int) -> bool:
@@ -99,12 +100,3 @@ class HAProxy:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
         self.proc = None
-
-
-@pytest.fixture
-def haproxy(tmp_path: Path):
-    proxy = HAProxy(tmp_path)
-    try:
-        yield proxy
-    finally:
-        proxy.stop()

@@ -4,7 +4,7 @@
 Three threads send ``GET /`` to 127.0.0.1:PORT from the local address SOURCE (a 127.x.y.z, so
 the servers behind the balancer can tell the client from the balancer): two on kept-alive
 connections, one on a new connection per request. Every answer must be a 200 whose body
-(tests/apps/whoami.py) names SOURCE as the client. The load stops at SIGTERM, after S seconds
+(tests/apps/whoami_asgi.py) names SOURCE as the client. The load stops at SIGTERM, after S seconds
 or N requests, whichever comes first (bounded in both), then writes RESULT (JSON):
 ``{"ok": n, "failures": [...], "clients": [...], "pids": [...]}``. It writes ``RESULT.started``
 after its first good answer, so a test can wait for the load to run.

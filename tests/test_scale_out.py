@@ -18,15 +18,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.haproxy_helpers import HAProxy, haproxy, need_haproxy  # noqa: F401
+from tests.haproxy_helpers import HAProxy, need_haproxy
 from tests.helpers import curl, need_curl, wait_until
 from tests.master_helpers import APPS, REPO, clean_env, free_port
 
 pytestmark = [need_haproxy]
 
 CLIENT = "127.0.0.5"  # the load's own source address: neither the balancer's nor trusted
-WHOAMI = f"{APPS / 'whoami.py'}:app"
+WHOAMI = f"{APPS / 'whoami_asgi.py'}:app"
 GLOBAL = "global\n    maxconn 2000\n"
+
+
+@pytest.fixture
+def haproxy(tmp_path: Path):
+    """A real HAProxy, stopped by pid after the test (tests/haproxy_helpers.py)."""
+    proxy = HAProxy(tmp_path)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 DEFAULTS = """
 defaults
     timeout connect 2s
@@ -186,7 +198,7 @@ def test_drain_restart_and_reload_both_machines_under_load_loses_nothing(
     assert new_pids <= set(result["pids"]), "the reloaded workers of both machines served"
 
 
-# -- PROXY protocol from HAProxy --------------------------------------------------------------------
+# -- PROXY protocol from HAProxy -----------------------------------------------------------------
 
 
 @need_curl
@@ -271,4 +283,3 @@ def test_x_forwarded_for_from_haproxy_is_used_only_from_a_trusted_balancer(
     # a client forging its own X-Forwarded-For through the balancer gains nothing
     assert whoami(front, "X-Forwarded-For: 6.6.6.6")[0] == seen
     assert whoami(front, "Forwarded: for=6.6.6.6;proto=https")[:2] == [seen, "http"]
-

@@ -58,6 +58,14 @@ def test_error_round_trip(text):
     assert message.text == text
 
 
+def test_batch_marks_round_trip():
+    """One mark byte per fd (``wire.PROXIED``: a PROXY protocol connection), or none at all."""
+    message = wire.decode(wire.batch(9, bytes([wire.PROXIED, 0, wire.PROXIED])))
+    assert (message.kind, message.number, message.marks) == (wire.BATCH, 9, b"\x01\x00\x01")
+    assert wire.decode(wire.batch(9)).marks == b""
+    assert len(wire.batch(1, bytes(fdpass.MAX_FDS))) < 4096  # what a worker reads at once
+
+
 def test_error_is_bounded():
     data = wire.error("x" * 100_000)
     assert len(data) <= 4001  # it must fit one channel datagram

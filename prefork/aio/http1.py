@@ -27,9 +27,9 @@ from prefork.aio.common import (
     OPEN,
     SETUP,
     TAKEN,
+    Endpoints,
     error_response,
     finite,
-    transport_name,
 )
 from prefork.aio.deadline import Deadline
 from prefork.aio.h1stream import H1Stream
@@ -37,6 +37,7 @@ from prefork.aio.host import ConnectionHost
 from prefork.aio.http2 import upgrade_h2c
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
+from prefork.protocol.proxy import ProxyHeader
 
 HIGH_WATER = 256 * 1024
 SENDFILE_PIECE = 256 * 1024  # a client slower than this per write_timeout is cut off
@@ -44,17 +45,21 @@ PIPELINE_LIMIT = 64 * 1024
 LINGER = 2.0
 
 
-class H1Connection(asyncio.Protocol):
+class H1Connection(Endpoints, asyncio.Protocol):
     """An HTTP/1 server connection (the stream's ``connection`` attribute).
 
     Attributes:
         version: the HTTP version this side speaks: 1.1, or 1.0 when the server pins it.
+        proxy: the PROXY protocol header it began with, if any (see ``Endpoints``).
     """
 
-    def __init__(self, host: ConnectionHost, tls: Any = None) -> None:
+    def __init__(
+        self, host: ConnectionHost, tls: Any = None, proxy: ProxyHeader | None = None
+    ) -> None:
         self.host = host
         self.loop = host.loop
         self.tls = tls
+        self.proxy = proxy
         self.scheme = "http" if tls is None else "https"
         self._options = options = host.options
         self.version: float = options.version or 1.1
@@ -379,15 +384,3 @@ class H1Connection(asyncio.Protocol):
         data = b"".join(stream._chunks) if stream is not None else b""
         self._state = TAKEN
         return data + self._parser.take_trailing_data()
-
-    def peername(self) -> tuple:
-        """``(family, address, port)`` of the client, ``(AF_UNIX, path)`` on a Unix socket."""
-        return transport_name(self.transport, "peername")
-
-    def localname(self) -> tuple:
-        """``(family, address, port)`` of this end, ``(AF_UNIX, path)`` on a Unix socket."""
-        return transport_name(self.transport, "sockname")
-
-    def checktls(self) -> Any:
-        """The TLS connection (``OpenSSL.SSL.Connection``); None on a plain connection."""
-        return self.tls

@@ -21,24 +21,26 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from prefork.aio.common import TAKEN, transport_name
+from prefork.aio.common import TAKEN, Endpoints
 from prefork.aio.deadline import Deadline
 from prefork.aio.h2stream import H2Stream
 from prefork.aio.host import ConnectionHost
 from prefork.headers import Headers
 from prefork.protocol import http2 as proto
+from prefork.protocol.proxy import ProxyHeader
 
 if TYPE_CHECKING:  # the h2c switch takes an HTTP/1 connection over (http1 imports us)
     from prefork.aio.http1 import H1Connection
     from prefork.protocol.http1 import RequestInfo
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(Endpoints, asyncio.Protocol):
     """An HTTP/2 server connection (the stream's ``connection`` attribute).
 
     Attributes:
         version: 2, the HTTP version this side speaks.
         max_body_size: the request body limit of its streams (None: no limit).
+        proxy: the PROXY protocol header it began with, if any (see ``Endpoints``).
     """
 
     version = 2
@@ -50,8 +52,10 @@ class H2Connection(asyncio.Protocol):
         *,
         fresh: bool = False,
         upgrade: tuple[bytes, Headers] | None = None,
+        proxy: ProxyHeader | None = None,
     ) -> None:
         self.host = host
+        self.proxy = proxy
         self.loop = host.loop
         self._options = host.options
         self.max_body_size = host.limits.max_body_size
@@ -343,18 +347,6 @@ class H2Connection(asyncio.Protocol):
 
     # -- lua-http connection methods -------------------------------------------------------------
 
-    def peername(self) -> tuple:
-        """``(family, address, port)`` of the client, ``(AF_UNIX, path)`` on a Unix socket."""
-        return transport_name(self.transport, "peername")
-
-    def localname(self) -> tuple:
-        """``(family, address, port)`` of this end, ``(AF_UNIX, path)`` on a Unix socket."""
-        return transport_name(self.transport, "sockname")
-
-    def checktls(self) -> Any:
-        """The TLS connection (``OpenSSL.SSL.Connection``); None on a plain connection."""
-        return self.tls
-
     async def take_socket(self) -> Any:
         """Not possible: the connection carries other streams (RFC 9113 section 5)."""
         raise ValueError("an HTTP/2 connection cannot be taken over")
@@ -390,7 +382,7 @@ def upgrade_h2c(h1: H1Connection, info: RequestInfo) -> bool:
     h1._state = TAKEN  # its timer and callbacks stand down
     data = h1._parser.take_trailing_data()
     transport.write(proto.SWITCHING)
-    conn = H2Connection(h1.host, upgrade=upgrade)
+    conn = H2Connection(h1.host, upgrade=upgrade, proxy=h1.proxy)
     transport.set_protocol(conn)
     conn.connection_made(transport)
     h1.host.untrack(h1)

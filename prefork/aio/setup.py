@@ -15,6 +15,11 @@ first bytes and hands over to HTTP/2 if they are the 24-byte preface (prior know
 ``version=2`` skips the sniff: everything is HTTP/2, and a bad preface gets GOAWAY.
 ``version`` 1.0 or 1.1 skips it too: everything is HTTP/1.
 
+A socket whose connection starts with a PROXY protocol header (docs/scale-out.md) is served
+first by :class:`~prefork.aio.proxy.ProxyHeaderProtocol`, which then hands it to the stages
+above with the header and the rest of the set-up deadline; the HTTP connection keeps the
+header as its ``proxy``.
+
 The TLS context is the ``ctx`` option, or one generated once per server with a self-signed
 certificate (made when the first TLS client arrives if ``tls`` is None, so a server that only
 ever sees plaintext makes none and logs nothing). Its ALPN list offers ``h2`` unless
@@ -24,6 +29,7 @@ ever sees plaintext makes none and logs nothing). Its ALPN list offers ``h2`` un
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -34,48 +40,68 @@ from prefork.aio.common import TAKEN
 from prefork.aio.host import ConnectionHost
 from prefork.aio.http1 import H1Connection
 from prefork.aio.http2 import H2Connection
+from prefork.aio.proxy import ProxyHeaderProtocol
 from prefork.aio.tls import SetupProtocol, TLSProtocol
 from prefork.protocol import tls
 from prefork.protocol.http2 import preface_match
+from prefork.protocol.proxy import ProxyHeader
 
 log = logging.getLogger("prefork.server")
 
 #: Makes the TLS protocol for a connection, given the set-up deadline (None: start it now).
 TLSFactory = Callable[[float | None], TLSProtocol]
+#: A protocol factory for ``loop.connect_accepted_socket``.
+Factory = Callable[[], asyncio.Protocol]
 
 
-def connection_factory(server: ConnectionHost) -> Callable[[], asyncio.Protocol]:
-    """The protocol factory for ``loop.connect_accepted_socket`` on a server's sockets."""
+def connection_factories(server: ConnectionHost) -> tuple[Factory, Factory]:
+    """The protocol factories for ``loop.connect_accepted_socket`` on a server's sockets: one
+    for sockets that start with the client's bytes, one for sockets that start with a PROXY
+    protocol header (which then passes the header to the same stages)."""
     mode = server.options.tls
     version = server.options.version
-    plain: Callable[[], asyncio.Protocol]
+    plain: Callable[..., asyncio.Protocol]  # takes the PROXY header as ``proxy``
     if version == 2:
-        plain = lambda: H2Connection(server, fresh=True)  # noqa: E731
+        plain = functools.partial(H2Connection, server, fresh=True)
     elif version is None:
-        plain = lambda: PrefaceSniffer(server)  # noqa: E731
+        plain = functools.partial(PrefaceSniffer, server)
     else:
-        plain = lambda: H1Connection(server)  # noqa: E731
-    if mode is False:
-        return plain
+        plain = functools.partial(H1Connection, server)
     contexts = _Contexts(server)
     if mode:
         contexts.get()  # TLS only: make (and warn about) a generated context at start-up
 
-    def app(connection: SSL.Connection) -> asyncio.Protocol:
+    def app(connection: SSL.Connection, proxy: ProxyHeader | None = None) -> asyncio.Protocol:
         alpn = connection.get_alpn_proto_negotiated()
         if alpn == b"h2" or version == 2:
-            return H2Connection(server, tls=connection)
+            return H2Connection(server, tls=connection, proxy=proxy)
         if alpn or version is not None:
-            return H1Connection(server, tls=connection)
+            return H1Connection(server, tls=connection, proxy=proxy)
         # No ALPN: prior knowledge is possible (RFC 9113 section 3.3).
-        return PrefaceSniffer(server, connection)
+        return PrefaceSniffer(server, connection, proxy)
 
-    def https(deadline: float | None) -> TLSProtocol:
-        return TLSProtocol(server, contexts.get(), app, deadline)
+    def https(deadline: float | None, proxy: ProxyHeader | None = None) -> TLSProtocol:
+        factory = app if proxy is None else functools.partial(app, proxy=proxy)
+        return TLSProtocol(server, contexts.get(), factory, deadline)
 
+    def after_header(proxy: ProxyHeader | None, deadline: float | None) -> asyncio.Protocol:
+        if mode is False:
+            return plain(proxy=proxy)
+        if mode:
+            return https(deadline, proxy)
+        https_proxied = functools.partial(https, proxy=proxy)
+        return SniffingProtocol(
+            server, https_proxied, functools.partial(plain, proxy=proxy), deadline
+        )
+
+    def proxied() -> asyncio.Protocol:
+        return ProxyHeaderProtocol(server, after_header)
+
+    if mode is False:
+        return plain, proxied
     if mode:
-        return lambda: https(None)
-    return lambda: SniffingProtocol(server, https, plain)
+        return (lambda: https(None)), proxied
+    return (lambda: SniffingProtocol(server, https, plain)), proxied
 
 
 class _Contexts:
@@ -105,9 +131,13 @@ class SniffingProtocol(SetupProtocol):
     """``tls=None``: read until the first bytes say TLS or plaintext, then hand over."""
 
     def __init__(
-        self, server: ConnectionHost, https: TLSFactory, plain: Callable[[], asyncio.Protocol]
+        self,
+        server: ConnectionHost,
+        https: TLSFactory,
+        plain: Callable[[], asyncio.Protocol],
+        deadline: float | None = None,
     ) -> None:
-        super().__init__(server)
+        super().__init__(server, deadline)
         self._https = https
         self._plain = plain
         self._first = b""
@@ -119,7 +149,7 @@ class SniffingProtocol(SetupProtocol):
             return  # at most five bytes in: a ClientHello arrives whole in practice
         proto: asyncio.Protocol
         proto = self._https(self.deadline) if verdict else self._plain()
-        _hand_over(self, proto, first)
+        self.hand_over(proto, first)
 
     def eof_received(self) -> bool:
         return False  # nothing said yet, nothing owed: close
@@ -133,8 +163,10 @@ class PrefaceSniffer(H1Connection):
     differs from ``PRI *`` within a few bytes; anything else is decided by its first byte.
     """
 
-    def __init__(self, server: ConnectionHost, tls: Any = None) -> None:
-        super().__init__(server, tls)
+    def __init__(
+        self, server: ConnectionHost, tls: Any = None, proxy: ProxyHeader | None = None
+    ) -> None:
+        super().__init__(server, tls, proxy)
         self._first: bytes | None = b""
 
     def data_received(self, data: bytes) -> None:
@@ -155,19 +187,9 @@ class PrefaceSniffer(H1Connection):
     def _switch(self, first: bytes) -> None:
         self._state = TAKEN  # this HTTP/1 side stands down (its timer too)
         transport = self.transport
-        proto = H2Connection(self.host, self.tls)
+        proto = H2Connection(self.host, self.tls, proxy=self.proxy)
         transport.set_protocol(proto)
         proto.connection_made(transport)  # the server counts it now...
         self.host.untrack(self)  # ...so this one can stop counting
         if not transport.is_closing():
             proto.data_received(first)
-
-
-def _hand_over(setup: SetupProtocol, proto: asyncio.Protocol, first: bytes) -> None:
-    """Give the socket and the bytes read so far to the protocol that serves it."""
-    transport = setup.transport
-    transport.set_protocol(proto)
-    proto.connection_made(transport)  # the server counts it now...
-    setup.setup_done(handed_over=True)  # ...so this one can stop counting
-    if not transport.is_closing():  # the server may have closed in the meantime
-        proto.data_received(first)

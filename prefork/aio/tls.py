@@ -76,6 +76,15 @@ class SetupProtocol(asyncio.Protocol):
             else:
                 self.host.connection_lost(self)
 
+    def hand_over(self, proto: asyncio.Protocol, first: bytes) -> None:
+        """Give the socket and the bytes read past the set-up (if any) to the next protocol."""
+        transport = self.transport
+        transport.set_protocol(proto)
+        proto.connection_made(transport)  # the server counts it now...
+        self.setup_done(handed_over=True)  # ...so this one can stop counting
+        if first and not transport.is_closing():  # the server may have closed meanwhile
+            proto.data_received(first)
+
     def _expired(self) -> None:
         # A client that does not finish set-up in time is dropped without a word: there is
         # no protocol yet in which to say anything.

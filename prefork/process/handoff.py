@@ -2,9 +2,10 @@
 
 Hand-off (docs/master.md): accept until EAGAIN (at most ``ACCEPT_BATCH`` a turn), let the
 pure :class:`~prefork.process.dispatch.Dispatcher` share the batch out, one ``sendmsg`` per
-worker. The master keeps its copy of each socket until the worker acknowledges the batch, so a
-worker that dies first loses nothing: its unacknowledged connections go to another worker.
-When no worker can take more, the master stops accepting and the kernel's backlog holds clients.
+worker; a connection of a PROXY protocol listener is marked so in its batch. The master keeps
+its copy of each socket until the worker acknowledges the batch, so a worker that dies first
+loses nothing: its unacknowledged connections go to another worker. When no worker can take
+more, the master stops accepting and the kernel's backlog holds clients.
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ ACCEPT_BACKOFF = 0.5  # seconds without accepting after EMFILE and the like, ins
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
+class ProxiedSocket(socket.socket):
+    """A connection accepted on a PROXY protocol listener (``MasterConfig.proxy_listeners``):
+    its type carries the fact to :meth:`Handoff.hand_out`, which marks it in its batch."""
+
+    __slots__ = ()
+
+
+def _marks(socks: list[socket.socket]) -> bytes:
+    """A batch's ``wire`` marks: one byte per connection."""
+    return bytes(wire.PROXIED if type(s) is ProxiedSocket else 0 for s in socks)
+
+
 class Handoff:
     """Accept while some worker can take a connection; read what the workers report.
 
@@ -42,6 +55,7 @@ class Handoff:
         self.on_ready = on_ready
         self.accepting = False
         self.backoff_until = 0.0
+        self._marking = bool(pool.config.proxy_listeners)  # batches carry wire marks
 
     # -- accepting --------------------------------------------------------------------------
 
@@ -78,10 +92,12 @@ class Handoff:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         config.listeners = []
+        config.proxy_listeners = []
         config.unix_paths = []
 
     def _on_listener(self, listener: socket.socket) -> None:
         accepted = []
+        proxied = listener in self.pool.config.proxy_listeners
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, _ = listener.accept()
@@ -93,6 +109,8 @@ class Handoff:
                     self.backoff_until = time.monotonic() + ACCEPT_BACKOFF
                     self._set_accepting(False)
                 break
+            if proxied:  # the same descriptor, in a type that remembers its listener
+                sock = ProxiedSocket(sock.family, sock.type, sock.proto, sock.detach())
             accepted.append(sock)
         self.pool.waiting.extend(accepted)
         self.hand_out()
@@ -107,8 +125,11 @@ class Handoff:
                 return
             for pid, batch_id, socks in batches:
                 worker = pool.workers[pid]  # type: ignore[index]
+                marks = _marks(socks) if self._marking else b""
                 try:
-                    fdpass.send(worker.channel, wire.batch(batch_id), [s.fileno() for s in socks])
+                    fdpass.send(
+                        worker.channel, wire.batch(batch_id, marks), [s.fileno() for s in socks]
+                    )
                 except OSError:  # full (EAGAIN) or dying: someone else takes these
                     pool.waiting.extend(pool.dispatcher.send_failed(pid, batch_id))
 

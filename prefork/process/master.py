@@ -107,7 +107,8 @@ class Master:
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for name in SIGNALS:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
-        log.info("master %d serving %s", os.getpid(), ", ".join(_names(self.config.listeners)))
+        names = _names(self.config.listeners, self.config.proxy_listeners)
+        log.info("master %d serving %s", os.getpid(), ", ".join(names))
 
     def _teardown(self) -> None:
         _default_signals()
@@ -356,18 +357,19 @@ def _default_signals() -> None:
         signal.signal(getattr(signal, "SIG" + name), signal.SIG_DFL)
 
 
-def _names(listeners: list[socket.socket]) -> list[str]:
+def _names(listeners: list[socket.socket], proxied: list[socket.socket]) -> list[str]:
     from prefork.sockets import localname
 
     out = []
     for sock in listeners:
         name = localname(sock)
+        mark = "proxy+" if sock in proxied else ""
         if name[0] == socket.AF_UNIX:
-            out.append(f"unix:{name[1]}")
+            out.append(f"{mark}unix:{name[1]}")
         elif name[0] == socket.AF_INET6:
-            out.append(f"[{name[1]}]:{name[2]}")
+            out.append(f"{mark}[{name[1]}]:{name[2]}")
         elif len(name) == 3:
-            out.append(f"{name[1]}:{name[2]}")
+            out.append(f"{mark}{name[1]}:{name[2]}")
     return out
 
 

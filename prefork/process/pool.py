@@ -67,6 +67,8 @@ class MasterConfig:
     control_socket: str | None = None  # where `prefork ctl` talks to the master
     pidfile: str | None = None  # renamed to .oldbin during a binary upgrade
     argv: list[str] | None = None  # how to start a new master on USR2 (default: as we were)
+    # listeners whose connections start with a PROXY protocol header (some of ``listeners``)
+    proxy_listeners: list[socket.socket] = field(default_factory=list)
 
     @property
     def heartbeat(self) -> float:

@@ -4,7 +4,7 @@ Two channels per worker::
 
     master                                         worker
       |== channel: SOCK_SEQPACKET socketpair ========|   one message = one datagram
-      |   down:  BATCH  'B' u32 batch_id  + SCM_RIGHTS fds (the connections)
+      |   down:  BATCH  'B' u32 batch_id [u8 mark per fd] + SCM_RIGHTS fds (the connections)
       |   up:    READY  'R'                       worker's server is up, send work
       |          ACK    'A' u32 batch_id          batch taken: master closes its copies
       |          REFUSE 'N' u32 batch_id          batch not taken (closing, at --max-concurrent,
@@ -22,6 +22,12 @@ Integers are big-endian. SEQPACKET keeps message boundaries and delivers the fds
 message, so nothing here parses a byte stream; the control pipe is a byte stream of lines.
 Each batch is answered once, by ACK or REFUSE. Only BATCH carries fds: fds that come with any
 other message, or with one that does not decode, are closed by the receiver.
+
+A BATCH's marks say what the master knows of each connection from the listener that accepted
+it, one byte per fd in the fds' order: ``PROXIED`` (0x01) is a connection that starts with a
+PROXY protocol header (docs/scale-out.md). Without marks (the message ends after the batch id,
+as when no listener expects a PROXY header) every byte is 0. Marks that are neither absent nor
+one per fd make the message malformed: the worker closes its fds and logs it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ CMD = b"K"
 
 COMMANDS = ("pause", "resume", "close", "reopen-logs", "drain", "undrain")
 
+PROXIED = 0x01  # a BATCH mark: the connection starts with a PROXY protocol header
+
 _U32 = struct.Struct(">I")
 _BEAT = struct.Struct(">QI")
 
@@ -52,10 +60,12 @@ class Message:
     number: int = 0
     requests: int = 0
     text: str = ""
+    marks: bytes = b""
 
 
-def batch(batch_id: int) -> bytes:
-    return BATCH + _U32.pack(batch_id)
+def batch(batch_id: int, marks: bytes = b"") -> bytes:
+    """A batch; ``marks``: one byte per fd it carries (``PROXIED``), or none when all are 0."""
+    return BATCH + _U32.pack(batch_id) + marks
 
 
 def ack(batch_id: int) -> bytes:
@@ -95,7 +105,9 @@ def decode(data: bytes) -> Message:
     kind = data[:1]
     body = data[1:]
     try:
-        if kind in (BATCH, ACK, REFUSE, CLOSED):
+        if kind == BATCH:
+            return Message(kind, _U32.unpack_from(body)[0], marks=body[4:])
+        if kind in (ACK, REFUSE, CLOSED):
             return Message(kind, _U32.unpack(body)[0])
         if kind == BEAT:
             requests, open_connections = _BEAT.unpack(body)

@@ -164,22 +164,26 @@ class Worker:
             log.error("bad message from the master (%s); %d fds with it closed", exc, len(fds))
             return
         if message.kind == wire.BATCH:
-            self._take(message.number, fds)
+            self._take(message.number, fds, message.marks)
             return
         _close_fds(fds)  # only a batch carries connections
         if message.kind == wire.CMD:
             self.command(message.text)
 
-    def _take(self, batch_id: int, fds: list[int]) -> None:
-        """Serve a batch, or refuse it whole so that the master hands it to another worker."""
+    def _take(self, batch_id: int, fds: list[int], marks: bytes = b"") -> None:
+        """Serve a batch, or refuse it whole so that the master hands it to another worker;
+        ``marks``: one per fd (``wire.PROXIED``: it starts with a PROXY protocol header)."""
         limit = self.server_options.get("max_concurrent", math.inf)
-        if self._closing:
+        if marks and len(marks) != len(fds):  # a malformed message: as if it did not decode
+            _close_fds(fds)
+            log.error("bad batch from the master: %d marks for %d fds", len(marks), len(fds))
+        elif self._closing:
             self._refuse(batch_id, fds, "it is closing")
         elif self._open + len(fds) > limit:
             self._refuse(batch_id, fds, f"{self._open} of max_concurrent {limit} are open")
         else:
-            for fd in fds:
-                self._adopt(fd)
+            for fd, mark in zip(fds, marks or bytes(len(fds)), strict=True):
+                self._adopt(fd, bool(mark & wire.PROXIED))
             self._send(wire.ack(batch_id))
 
     def _refuse(self, batch_id: int, fds: list[int], why: str) -> None:
@@ -196,10 +200,11 @@ class Worker:
         if message.kind == wire.BATCH:
             self._refuse(message.number, [], why)
 
-    def _adopt(self, fd: int) -> None:
-        """Give one received connection to the server. One it cannot serve is closed and
-        counted as finished at once, so that the master's count of our connections stays
-        true (the server reports every socket it took through ``on_socket_done``)."""
+    def _adopt(self, fd: int, proxied: bool = False) -> None:
+        """Give one received connection to the server (``proxied``: it starts with a PROXY
+        protocol header). One it cannot serve is closed and counted as finished at once, so
+        that the master's count of our connections stays true (the server reports every
+        socket it took through ``on_socket_done``)."""
         assert self.server is not None
         self._open += 1
         try:
@@ -212,7 +217,7 @@ class Worker:
         try:
             if sock.type != socket.SOCK_STREAM:  # asyncio would raise ValueError in a task
                 raise ValueError(f"not a stream socket: {sock!r}")
-            taken = self.server.add_socket(sock)
+            taken = self.server.add_socket(sock, proxy_protocol=proxied)
         except Exception as exc:
             log.error("cannot serve a received socket (%r): closed", exc)
             taken = False
