@@ -20,7 +20,6 @@ are pure (rows in, text out) so they are tested without a master.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -210,7 +209,11 @@ def answer(
         data = rows(workers, time.monotonic(), usage(workers))
         if name == "metrics":
             return metrics(data)
-        return json.dumps(data) + "\n" if "--json" in args else table(data, os.getpid())
+        if "--json" in args:
+            import json  # the master's workers fork from it: what it imports, each one holds
+
+            return json.dumps(data) + "\n"
+        return table(data, os.getpid())
     if name == "workers" and len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:
         return f"ok: {target.set_workers(int(args[0]))} workers\n"
     simple: dict[str, Callable[[], None]] = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -104,6 +103,8 @@ class Supervisor:
         generation = self.pool.dispatcher.generation
         worker = WorkerProcess(pid, parent, control_w, now, now, generation=generation)
         if config.max_requests:
+            import random  # only here: every worker forked later would hold it too
+
             jitter = random.randint(0, config.max_requests_jitter)
             worker.request_limit = config.max_requests + jitter
         self.pool.add(worker, self.on_channel)
