@@ -1,5 +1,6 @@
 """Lighter workers (issue 13, point 4): a worker imports a protocol library when a connection
-first needs it, and the master imports none that its workers do not all need.
+first needs it, the master imports none that its workers do not all need, and what the
+workers inherit from it is frozen for the cyclic GC (so that it stays shared).
 
 h2 (and hpack, hyperframe) comes with the first HTTP/2 connection (the preface, ``Upgrade:
 h2c`` or ALPN ``h2``), pyOpenSSL and cryptography with the first TLS connection, wsproto with
@@ -85,6 +86,14 @@ def test_a_plain_http1_worker_loads_no_optional_library(start_master) -> None:
     got = report(f"http://127.0.0.1:{master.port}/")
     assert got["pid"] == worker and got["http_version"] == "HTTP/1.1"
     assert set(got["loaded"]) & OPTIONAL == set()
+
+
+def test_a_worker_inherits_the_masters_objects_frozen(start_master) -> None:
+    """The master calls gc.freeze() before it forks: the worker's cyclic GC never writes to the
+    objects it shares with the master (which would copy their pages)."""
+    master = start_master("modules", workers=1)
+    master.wait_workers(1)
+    assert report(f"http://127.0.0.1:{master.port}/")["frozen"] > 10_000
 
 
 def test_h2c_prior_knowledge_loads_h2_in_the_worker(start_master) -> None:

@@ -1,11 +1,13 @@
-"""Test app: the body is JSON ``{"pid": ..., "loaded": [...]}``: the serving process's pid and
-which of the libraries a worker loads only on first need (``OPTIONAL``) it has imported.
+"""Test app: the body is JSON ``{"pid": ..., "loaded": [...], "frozen": n}``: the serving
+process's pid, which of the libraries a worker loads only on first need (``OPTIONAL``) it has
+imported, and how many objects its cyclic GC leaves alone (``gc.get_freeze_count()``).
 
 Run as a script (``python tests/apps/modules.py``) it is one ``prefork.server`` with ``tls=None``
 and ``version=None`` (sniffing TLS and the HTTP/2 preface) on a free port of 127.0.0.1, which
 it prints on its first line of output.
 """
 
+import gc
 import json
 import os
 import sys
@@ -24,7 +26,8 @@ def loaded() -> list[str]:
 
 async def onstream(server, stream):
     req = await stream.get_headers()
-    body = json.dumps({"pid": os.getpid(), "loaded": loaded()}).encode()
+    report = {"pid": os.getpid(), "loaded": loaded(), "frozen": gc.get_freeze_count()}
+    body = json.dumps(report).encode()
     h = Headers()
     h.append(":status", "200")
     h.append("content-type", "application/json")
