@@ -271,8 +271,9 @@ def _freeze_shared() -> None:
     one. A collection writes to the header of every object it examines, so the first full
     collection in a worker (or in the master) would copy nearly all the shared pages: about
     5 MiB a worker with nothing preloaded. Frozen, the objects are still freed by reference
-    counting; the collection before the freeze keeps today's cyclic garbage out of it, and
-    after the first fork it only examines what the master made since the previous one."""
+    counting, but a reference cycle among them is never collected: the master keeps its state
+    in tables without cycles. The collection before the freeze keeps today's cyclic garbage
+    out of it; after the first fork it only examines what the master made since the last."""
     gc.collect()
     gc.freeze()
 
