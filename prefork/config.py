@@ -7,7 +7,6 @@ or the file and the key), never a traceback later.
 
 from __future__ import annotations
 
-import tomllib
 from typing import Any
 
 from prefork.app import AppError, check_spec
@@ -25,6 +24,8 @@ def read_config(path: str) -> dict[str, Any]:
         UsageError: the file cannot be read or parsed, or a key is unknown, given twice, or
             has a value of the wrong type or out of range (the message names file and key).
     """
+    import tomllib  # only with --config: workers fork from this process and inherit its modules
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from email.utils import formatdate
 from typing import Any
 
 from prefork.aio.host import Connection
@@ -24,6 +23,9 @@ from prefork.options import ServerOptions
 from prefork.stream import Stream
 
 log = logging.getLogger("prefork.server")
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 #: Ordinary disconnects and clients' protocol errors: not errors of the server.
 ORDINARY = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ProtocolError)
@@ -126,7 +128,7 @@ class Host:
         now = int(time.time())
         if now != self._date_at:
             self._date_at = now
-            self._date_str = formatdate(now, usegmt=True)
+            self._date_str = http_date(now)
         return self._date_str
 
     # -- tasks -------------------------------------------------------------------------------------
@@ -202,3 +204,14 @@ class Host:
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def http_date(when: float) -> str:
+    """``when`` (seconds since the epoch) as an IMF-fixdate, ``Sun, 06 Nov 1994 08:49:37 GMT``
+    (RFC 9110 section 5.6.7): English names whatever the locale. ``email.utils.formatdate``
+    says the same, but importing the email package costs each worker nearly 1 MiB."""
+    t = time.gmtime(when)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )

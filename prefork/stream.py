@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-import tempfile
 from typing import IO, Any
 
 from prefork.errors import ProtocolError
@@ -235,6 +234,8 @@ class Stream(abc.ABC):
 
     async def get_body_as_file(self, timeout: float | None = None) -> IO[bytes]:
         """The rest of the body in an anonymous temporary file, positioned at its start."""
+        import tempfile  # on first use: most workers never need it
+
         file = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
         try:
             await self.save_body_to_file(file, timeout)

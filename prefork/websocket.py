@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-from prefork.aio.h2tunnel import H2Tunnel
 from prefork.aio.wschannel import WebSocketChannel
 from prefork.errors import StreamStateError
 from prefork.headers import Headers
@@ -172,6 +171,8 @@ class WebSocket:
 
     async def _connect(self, channel: WebSocketChannel) -> None:
         if self._key is None:  # HTTP/2 (RFC 8441): the frames travel in the stream's DATA
+            from prefork.aio.h2tunnel import H2Tunnel  # h2's: loaded with the HTTP/2 connection
+
             H2Tunnel(self.stream, channel).start()
             return
         # The transport, not the socket: a TLS session cannot leave prefork's TLS layer.

@@ -34,7 +34,6 @@ from prefork.aio.common import (
 from prefork.aio.deadline import Deadline
 from prefork.aio.h1stream import H1Stream
 from prefork.aio.host import ConnectionHost
-from prefork.aio.http2 import upgrade_h2c
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
 from prefork.protocol.proxy import ProxyHeader
@@ -185,8 +184,11 @@ class H1Connection(Endpoints, asyncio.Protocol):
     def _on_request(self, event: http1.Request) -> None:
         self._deadline.clear()  # the handler's time is its own
         info = http1.describe_request(event, self.scheme)
-        if info.headers.has("http2-settings") and upgrade_h2c(self, info):
-            return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
+        if info.headers.has("http2-settings"):
+            from prefork.aio.http2 import upgrade_h2c  # h2 is loaded when first asked for
+
+            if upgrade_h2c(self, info):
+                return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
         stream = self._stream = H1Stream(self, info)
         self.host.add_stream(stream)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from prefork.aio.common import transport_name
 from prefork.aio.host import ConnectionHost
-from prefork.aio.tls import SetupProtocol
+from prefork.aio.setupphase import SetupProtocol
 from prefork.protocol import proxy
 from prefork.protocol.proxy import ProxyHeader
 

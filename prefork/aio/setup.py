@@ -5,7 +5,7 @@ The seed's ``tls`` option decides (docs/tls.md; docs/architecture.md, departure 
 * False: plaintext (a ClientHello then gets the HTTP/1 parser's 400).
 * True: TLS (:class:`~prefork.aio.tls.TLSProtocol`), then HTTP inside it.
 * None: :class:`SniffingProtocol` keeps the first bytes until they tell a ClientHello from
-  plaintext (:func:`~prefork.protocol.tls.looks_like_tls`), then hands the socket and the kept
+  plaintext (:func:`~prefork.protocol.sniff.looks_like_tls`), then hands the socket and the kept
   bytes to one or the other. Sniffing and the handshake share one ``connection_setup_timeout``.
 
 Then the HTTP version (docs/http2.md): ALPN ``h2`` means HTTP/2, another
@@ -24,6 +24,12 @@ The TLS context is the ``ctx`` option, or one generated once per server with a s
 certificate (made when the first TLS client arrives if ``tls`` is None, so a server that only
 ever sees plaintext makes none and logs nothing). Its ALPN list offers ``h2`` unless
 ``version`` is 1.0 or 1.1.
+
+The libraries are imported on first need (docs/architecture.md): pyOpenSSL and cryptography
+(``prefork.aio.tls``, ``prefork.protocol.tls``) with the first TLS connection, or at once with
+``tls=True``; h2 (``prefork.aio.http2``) when ALPN or the preface asks for HTTP/2, or at once
+with ``version=2``. The sniffs themselves are :mod:`prefork.protocol.sniff`'s, which loads
+neither.
 """
 
 from __future__ import annotations
@@ -32,24 +38,25 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
-
-from OpenSSL import SSL
+from typing import TYPE_CHECKING, Any
 
 from prefork.aio.common import TAKEN
 from prefork.aio.host import ConnectionHost
 from prefork.aio.http1 import H1Connection
-from prefork.aio.http2 import H2Connection
 from prefork.aio.proxy import ProxyHeaderProtocol
-from prefork.aio.tls import SetupProtocol, TLSProtocol
-from prefork.protocol import tls
-from prefork.protocol.http2 import preface_match
+from prefork.aio.setupphase import SetupProtocol
 from prefork.protocol.proxy import ProxyHeader
+from prefork.protocol.sniff import looks_like_tls, preface_match
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from prefork.aio.tls import TLSProtocol
 
 log = logging.getLogger("prefork.server")
 
 #: Makes the TLS protocol for a connection, given the set-up deadline (None: start it now).
-TLSFactory = Callable[[float | None], TLSProtocol]
+TLSFactory = Callable[[float | None], "TLSProtocol"]
 #: A protocol factory for ``loop.connect_accepted_socket``.
 Factory = Callable[[], asyncio.Protocol]
 
@@ -62,6 +69,8 @@ def connection_factories(server: ConnectionHost) -> tuple[Factory, Factory]:
     version = server.options.version
     plain: Callable[..., asyncio.Protocol]  # takes the PROXY header as ``proxy``
     if version == 2:
+        from prefork.aio.http2 import H2Connection
+
         plain = functools.partial(H2Connection, server, fresh=True)
     elif version is None:
         plain = functools.partial(PrefaceSniffer, server)
@@ -74,6 +83,8 @@ def connection_factories(server: ConnectionHost) -> tuple[Factory, Factory]:
     def app(connection: SSL.Connection, proxy: ProxyHeader | None = None) -> asyncio.Protocol:
         alpn = connection.get_alpn_proto_negotiated()
         if alpn == b"h2" or version == 2:
+            from prefork.aio.http2 import H2Connection
+
             return H2Connection(server, tls=connection, proxy=proxy)
         if alpn or version is not None:
             return H1Connection(server, tls=connection, proxy=proxy)
@@ -81,6 +92,8 @@ def connection_factories(server: ConnectionHost) -> tuple[Factory, Factory]:
         return PrefaceSniffer(server, connection, proxy)
 
     def https(deadline: float | None, proxy: ProxyHeader | None = None) -> TLSProtocol:
+        from prefork.aio.tls import TLSProtocol
+
         factory = app if proxy is None else functools.partial(app, proxy=proxy)
         return TLSProtocol(server, contexts.get(), factory, deadline)
 
@@ -114,6 +127,8 @@ class _Contexts:
     def get(self) -> SSL.Context:
         ctx = self._ctx
         if ctx is None:
+            from prefork.protocol import tls
+
             server = self._server
             host = server.bind_host
             version = server.options.version
@@ -144,7 +159,7 @@ class SniffingProtocol(SetupProtocol):
 
     def data_received(self, data: bytes) -> None:
         first = self._first = self._first + data
-        verdict = tls.looks_like_tls(first)
+        verdict = looks_like_tls(first)
         if verdict is None:
             return  # at most five bytes in: a ClientHello arrives whole in practice
         proto: asyncio.Protocol
@@ -185,6 +200,8 @@ class PrefaceSniffer(H1Connection):
         super().data_received(data)
 
     def _switch(self, first: bytes) -> None:
+        from prefork.aio.http2 import H2Connection
+
         self._state = TAKEN  # this HTTP/1 side stands down (its timer too)
         transport = self.transport
         proto = H2Connection(self.host, self.tls, proxy=self.proxy)

@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prefork import websocket
 from prefork.apps.asgi_response import BODY, DONE, START, TRAILERS, Response, answer
 from prefork.apps.asgi_scope import (
     ClientDisconnected,
@@ -32,12 +31,15 @@ from prefork.apps.asgi_scope import (
     log,
     websocket_scope,
 )
-from prefork.apps.asgi_websocket import WebSocketCycle
 from prefork.errors import ProtocolError
 
 __all__ = ["HTTPCycle", "onstream"]
 
 WS_MAX_SIZE = 16 * 1024 * 1024  # uvicorn's default --ws-max-size
+# prefork.websocket's PING_INTERVAL and PING_TIMEOUT, not imported from it: that module loads
+# wsproto, which only the first WebSocket handshake imports (docs/architecture.md).
+WS_PING_INTERVAL = 20.0
+WS_PING_TIMEOUT = 20.0
 DISCONNECT = {"type": "http.disconnect"}
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -50,8 +52,8 @@ def onstream(
     state: dict[str, Any] | None = None,
     ws_max_size: int = WS_MAX_SIZE,
     ws_per_message_deflate: bool = True,
-    ws_ping_interval: float | None = websocket.PING_INTERVAL,
-    ws_ping_timeout: float | None = websocket.PING_TIMEOUT,
+    ws_ping_interval: float | None = WS_PING_INTERVAL,
+    ws_ping_timeout: float | None = WS_PING_TIMEOUT,
 ) -> Callable[[Any, Any], Awaitable[None]]:
     """Make the ``onstream`` handler that serves the ASGI 3 application ``app``.
 
@@ -130,6 +132,9 @@ async def _run_http(app: App, stream: Any, scope: dict[str, Any]) -> None:
 async def _run_websocket(
     app: App, stream: Any, scope: dict[str, Any], options: dict[str, Any]
 ) -> None:
+    from prefork import websocket  # wsproto: loaded with the first WebSocket handshake
+    from prefork.apps.asgi_websocket import WebSocketCycle
+
     try:
         ws = await websocket.new_from_stream(stream, stream.request_headers, **options)
     except websocket.HandshakeError:

@@ -21,7 +21,6 @@ are pure (rows in, text out) so they are tested without a master.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -226,6 +225,8 @@ def answer(
         if name == "metrics":
             return metrics(data, target.draining)
         if "--json" in args:
+            import json  # the master's workers fork from it: what it imports, each one holds
+
             return json.dumps(data) + "\n"
         return table(data, os.getpid(), target.draining)
     if name == "workers" and len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:

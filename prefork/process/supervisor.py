@@ -10,9 +10,9 @@ given up; once the site is up the master keeps the workers it has and retries wi
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -92,6 +92,7 @@ class Supervisor:
         """Fork one worker of the current generation."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         control_r, control_w = os.pipe()
+        _freeze_shared()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             self._child(child, control_r, parent, control_w)
@@ -104,6 +105,8 @@ class Supervisor:
         generation = self.pool.dispatcher.generation
         worker = WorkerProcess(pid, parent, control_w, now, now, generation=generation)
         if config.max_requests:
+            import random  # only here: every worker forked later would hold it too
+
             jitter = random.randint(0, config.max_requests_jitter)
             worker.request_limit = config.max_requests + jitter
         self.pool.add(worker, self.on_channel)
@@ -259,6 +262,20 @@ class Supervisor:
                 log.info("recycling worker %d: %s", worker.pid, reason)
                 worker.recycling = True
                 pool.next_spawn = 0.0
+
+
+def _freeze_shared() -> None:
+    """Before a fork: move every object alive now out of the cyclic GC's reach (``gc.freeze``).
+
+    The child inherits them on pages it shares with the master until either side writes to
+    one. A collection writes to the header of every object it examines, so the first full
+    collection in a worker (or in the master) would copy nearly all the shared pages: about
+    5 MiB a worker with nothing preloaded. Frozen, the objects are still freed by reference
+    counting, but a reference cycle among them is never collected: the master keeps its state
+    in tables without cycles. The collection before the freeze keeps today's cyclic garbage
+    out of it; after the first fork it only examines what the master made since the last."""
+    gc.collect()
+    gc.freeze()
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -41,6 +41,7 @@ from hyperframe.frame import GoAwayFrame
 
 from prefork.headers import Headers
 from prefork.protocol.h1response import check_field
+from prefork.protocol.sniff import PREFACE, preface_match
 
 __all__ = [
     "PREFACE",
@@ -55,7 +56,6 @@ __all__ = [
     "request_headers",
 ]
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 section 3.4
 MAX_WINDOW = 2**31 - 1  # RFC 9113 section 6.9.1
 
 # Defence budgets: (burst, refill per second). Generous for real clients (browsers reset
@@ -122,13 +122,6 @@ class Budget:
         self._last = now
         self._tokens = tokens - n
         return self._tokens >= 0
-
-
-def preface_match(data: bytes) -> bool | None:
-    """True: ``data`` starts with the HTTP/2 preface; None: too short to tell; False: not it."""
-    if len(data) >= len(PREFACE):
-        return data.startswith(PREFACE)
-    return None if PREFACE.startswith(data) else False
 
 
 def goaway_frame(last_stream_id: int, error_code: int = 0) -> bytes:

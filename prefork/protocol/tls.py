@@ -11,7 +11,8 @@ TLS 1.2 minimum, no compression (CRIME), no renegotiation (a cheap CPU attack), 
 with forward secrecy, and an ALPN callback that picks the application protocol (RFC 7301).
 :func:`default_context` makes the self-signed context the seed promises when ``ctx`` is None.
 
-:func:`looks_like_tls` is the pure decision behind ``tls=None``: is this a ClientHello?
+:func:`looks_like_tls`, the pure decision behind ``tls=None`` (is this a ClientHello?), is
+:mod:`prefork.protocol.sniff`'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
+
+from prefork.protocol.sniff import looks_like_tls
 
 __all__ = [
     "CIPHERS",
@@ -176,32 +179,6 @@ def _describe(exc: SSL.Error) -> str:
     if isinstance(detail, list) and detail and isinstance(detail[-1], tuple):
         return "; ".join(str(entry[-1]) for entry in detail)
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
-
-# -- ClientHello sniff ----------------------------------------------------------------------------
-
-
-def looks_like_tls(first: bytes) -> bool | None:
-    """Do the first bytes from a client start a TLS ClientHello?
-
-    A TLS record header (RFC 8446 section 5.1) is type 22 (handshake), legacy version 3.1-3.3,
-    a two-byte length; the handshake message starts with type 1 (ClientHello, section 4).
-    So ``16 03 01..03 xx xx 01``. No HTTP request line starts with byte 0x16, so a plaintext
-    client is known from its first byte; six bytes settle it for TLS.
-
-    Returns:
-        True or False, or None when more bytes are needed to tell.
-    """
-    n = len(first)
-    if n == 0:
-        return None
-    if first[0] != 0x16 or (n > 1 and first[1] != 0x03):
-        return False
-    if n > 2 and not 0x01 <= first[2] <= 0x03:
-        return False
-    if n < 6:
-        return None
-    return first[5] == 0x01
 
 
 # -- contexts ------------------------------------------------------------------------------------

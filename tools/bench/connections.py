@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from tools.bench.measure import busy_cpu_s, rss_kib, tree_cpu_s
+from tools.bench.measure import busy_cpu_s, tree_cpu_s, tree_memory
 from tools.bench.process import Running
 from tools.bench.servers import HOST
 
@@ -56,28 +56,67 @@ def still_open(sock: socket.socket) -> bool:
 
 
 def idle_memory(srv: Running, args: argparse.Namespace) -> dict[str, Any]:
+    """--idle connections, each after one keep-alive request, held open: the memory of the
+    server's processes before and after. ``kib_per_conn`` is the RSS of all of them (after -
+    before) / connections; ``pss_``/``uss_kib_per_conn`` the same with PSS and USS (see
+    ``measure.tree_memory``); ``processes`` each process's figures ("before": idle, after the
+    readiness probe)."""
     n, bad = args.idle, 0
     socks: list[socket.socket] = []
-    before = rss_kib(srv.proc.pid)
+    before = tree_memory(srv.proc.pid)
     try:
         for _ in range(n):
             socks.append(s := socket.create_connection((HOST, srv.port), timeout=10.0))
             s.sendall(REQUEST)
             bad += not 200 <= read_response(s) < 300
-        after = rss_kib(srv.proc.pid)
+        after = tree_memory(srv.proc.pid)
         alive = sum(still_open(s) for s in socks)
     finally:
         for s in socks:
             s.close()
+    total = {k: (_sum(before, k), _sum(after, k)) for k in ("rss", "pss", "uss")}
+    processes = _processes(srv.proc.pid, before, after)
+    for proc in processes:
+        print(_PROCESS_LINE.format(**proc))
     return {
-        "kib_per_conn": (after - before) / n,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
+        "kib_per_conn": (total["rss"][1] - total["rss"][0]) / n,
+        "pss_kib_per_conn": (total["pss"][1] - total["pss"][0]) / n,
+        "uss_kib_per_conn": (total["uss"][1] - total["uss"][0]) / n,
+        "rss_before_kib": total["rss"][0],
+        "rss_after_kib": total["rss"][1],
+        "pss_before_kib": total["pss"][0],
+        "pss_after_kib": total["pss"][1],
+        "processes": processes,
         "connections": n,
         "open_at_measure": alive,
         "errors": bad + n - alive,
         "load_command": f"tools/bench: {n} connections x 1 request {REQUEST!r}, kept idle",
     }
+
+
+_PROCESS_LINE = (
+    "#   {role} {pid}: RSS {rss_before:,.0f} -> {rss_after:,.0f} KiB, "
+    "PSS {pss_before:,.0f} -> {pss_after:,.0f}, USS {uss_before:,.0f} -> {uss_after:,.0f}"
+)
+
+
+def _sum(memory: dict[int, dict[str, float]], kind: str) -> float:
+    return sum(m[kind] for m in memory.values())
+
+
+def _processes(
+    root: int, before: dict[int, dict[str, float]], after: dict[int, dict[str, float]]
+) -> list[dict[str, Any]]:
+    """One row per process seen before or after: the root ("main": a master, or the only
+    process) first, then its descendants ("child"); a figure it lacks is 0."""
+    rows = []
+    for pid in sorted(before.keys() | after.keys(), key=lambda p: (p != root, p)):
+        row: dict[str, Any] = {"pid": pid, "role": "main" if pid == root else "child"}
+        for when, memory in (("before", before), ("after", after)):
+            for kind in ("rss", "pss", "uss"):
+                row[f"{kind}_{when}"] = memory.get(pid, {}).get(kind, 0.0)
+        rows.append(row)
+    return rows
 
 
 PID_REQUEST = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"

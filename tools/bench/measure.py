@@ -21,6 +21,29 @@ def rss_kib(pid: int) -> float:
     return total / 1024
 
 
+def tree_memory(pid: int) -> dict[int, dict[str, float]]:
+    """RSS, PSS and USS in KiB of the process and each descendant, by pid: the root first.
+
+    RSS counts every page a process maps, the pages a forked worker shares with its master
+    included, so the RSS of a master and its workers added up counts shared pages several
+    times; PSS divides each page among the processes mapping it (their PSS adds up to what
+    they use together), USS is the pages only that process maps (what its exit would free).
+    PSS and USS read /proc/PID/smaps (psutil ``memory_full_info``); where that is denied they
+    are 0."""
+    root = psutil.Process(pid)
+    out: dict[int, dict[str, float]] = {}
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            try:
+                full = p.memory_full_info()
+                pss, uss = full.pss, full.uss
+                rss = full.rss
+            except psutil.AccessDenied:
+                rss, pss, uss = p.memory_info().rss, 0, 0
+            out[p.pid] = {"rss": rss / 1024, "pss": pss / 1024, "uss": uss / 1024}
+    return out
+
+
 def tree_cpu_s(pid: int) -> float:
     """User + system CPU seconds of the process and its descendants (reaped ones included)."""
     total = 0.0
