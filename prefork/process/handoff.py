@@ -30,16 +30,22 @@ ACCEPT_BACKOFF = 0.5  # seconds without accepting after EMFILE and the like, ins
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-class ProxiedSocket(socket.socket):
+class ProxiedFd(int):
     """A connection accepted on a PROXY protocol listener (``MasterConfig.proxy_listeners``):
     its type carries the fact to :meth:`Handoff.hand_out`, which marks it in its batch."""
 
     __slots__ = ()
 
 
-def _marks(socks: list[socket.socket]) -> bytes:
+def _marks(fds: list[int]) -> bytes:
     """A batch's ``wire`` marks: one byte per connection."""
-    return bytes(wire.PROXIED if type(s) is ProxiedSocket else 0 for s in socks)
+    return bytes(wire.PROXIED if type(fd) is ProxiedFd else 0 for fd in fds)
+
+
+def close_fd(fd: int) -> None:
+    """Close the master's copy of a connection."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 class Handoff:
@@ -98,9 +104,12 @@ class Handoff:
     def _on_listener(self, listener: socket.socket) -> None:
         accepted = []
         proxied = listener in self.pool.config.proxy_listeners
+        # socket.accept() minus the socket object it would wrap around each connection (and
+        # the getsockname() that costs): the master only keeps the descriptor and passes it on.
+        accept = listener._accept  # type: ignore[attr-defined]
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, _ = listener.accept()
+                fd, _ = accept()
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -109,9 +118,8 @@ class Handoff:
                     self.backoff_until = time.monotonic() + ACCEPT_BACKOFF
                     self._set_accepting(False)
                 break
-            if proxied:  # the same descriptor, in a type that remembers its listener
-                sock = ProxiedSocket(sock.family, sock.type, sock.proto, sock.detach())
-            accepted.append(sock)
+            # a PROXY listener's: the same descriptor, in a type that remembers its listener
+            accepted.append(ProxiedFd(fd) if proxied else fd)
         self.pool.waiting.extend(accepted)
         self.hand_out()
 
@@ -123,13 +131,11 @@ class Handoff:
             pool.waiting = left
             if not batches:
                 return
-            for pid, batch_id, socks in batches:
+            for pid, batch_id, fds in batches:
                 worker = pool.workers[pid]  # type: ignore[index]
-                marks = _marks(socks) if self._marking else b""
+                marks = _marks(fds) if self._marking else b""
                 try:
-                    fdpass.send(
-                        worker.channel, wire.batch(batch_id, marks), [s.fileno() for s in socks]
-                    )
+                    fdpass.send(worker.channel, wire.batch(batch_id, marks), fds)
                 except OSError:  # full (EAGAIN) or dying: someone else takes these
                     pool.waiting.extend(pool.dispatcher.send_failed(pid, batch_id))
 
@@ -177,8 +183,8 @@ class Handoff:
         dispatcher = self.pool.dispatcher
         kind = message.kind
         if kind == wire.ACK:
-            for sock in dispatcher.acked(worker.pid, message.number):
-                sock.close()
+            for fd in dispatcher.acked(worker.pid, message.number):
+                close_fd(fd)
         elif kind == wire.REFUSE:  # closing, at its limit or out of fds: someone else's
             self.pool.waiting[:0] = dispatcher.refused(worker.pid, message.number)
             log.debug("worker %d refused batch %d", worker.pid, message.number)

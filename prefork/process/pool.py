@@ -120,8 +120,9 @@ class Pool:
         self.config = config
         self.target = config.workers
         self.workers: dict[int, WorkerProcess] = {}
-        self.dispatcher: Dispatcher[socket.socket] = Dispatcher(policy=config.dispatch)
-        self.waiting: list[socket.socket] = []
+        # connections are the master's copies of their descriptors (handoff.py)
+        self.dispatcher: Dispatcher[int] = Dispatcher(policy=config.dispatch)
+        self.waiting: list[int] = []
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, Callable[[int], None]] = {}
         self.paused = False
@@ -230,25 +231,30 @@ class Pool:
 
     def close_waiting(self) -> None:
         """Close the accepted connections no worker took (the clients see a reset)."""
-        for sock in self.waiting:
-            sock.close()
+        for fd in self.waiting:
+            _close_fd(fd)
         self.waiting.clear()
 
     def close_in_child(self) -> None:
         """In a new child: close the pool's sockets, pipes and selector (the master's, not its)."""
         for sock in self.config.listeners:
             sock.close()
-        for sock in self.waiting:
-            sock.close()
+        for fd in self.waiting:
+            _close_fd(fd)
         for slot in self.dispatcher.slots.values():
             for batch in slot.unacked.values():
-                for sock in batch:
-                    sock.close()
+                for fd in batch:
+                    _close_fd(fd)
         for worker in self.workers.values():
             worker.channel.close()
             if not worker.attached:
                 os.close(worker.control)
         self.selector.close()
+
+
+def _close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def describe_exit(code: int) -> str:
