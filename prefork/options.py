@@ -49,6 +49,7 @@ class ServerOptions:
     h2_max_frame_size: int = DEFAULTS["h2_max_frame_size"]
     h2_max_header_list_size: int = DEFAULTS["h2_max_header_list_size"]
     forwarded_allow_ips: TrustedPeers = DEFAULTS["forwarded_allow_ips"]
+    forwarded_headers: str = DEFAULTS["forwarded_headers"]
 
     @property
     def limits(self) -> Limits:
