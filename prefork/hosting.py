@@ -186,7 +186,9 @@ class Host:
             headers, self.options.forwarded_allow_ips, self.options.forwarded_headers
         )
         for problem in problems:
-            log.debug("forwarded header from %s ignored: %s", conn.peername(), problem)
+            peer = conn.peername()
+            where = peer[1] if len(peer) == 3 else "a Unix socket"
+            log.debug("forwarded header from %s ignored: %s", where, problem)
         if said is not None:
             stream.forwarded = forwarded.apply(headers, said)
 
