@@ -26,8 +26,7 @@ log); :func:`apply` writes what they said into the request's ``:scheme``, ``:aut
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from prefork.headers import Headers
 from prefork.protocol.rfc7239 import (
@@ -62,9 +61,8 @@ class Trust(Protocol):
     def __contains__(self, host: object) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Forwarded:
-    """What trusted proxies said about one request (``stream.forwarded``).
+class Forwarded(NamedTuple):
+    """What trusted proxies said about one request (``stream.forwarded``); immutable.
 
     Attributes:
         client: the client: an IP address in its usual text form (``192.0.2.1``,
@@ -90,8 +88,7 @@ class Forwarded:
     received_authority: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Said:
+class _Said(NamedTuple):
     """One hop's word on the client, checked; the authority is put together from it."""
 
     client: str | None = None
@@ -151,23 +148,27 @@ def apply(headers: Headers, forwarded: Forwarded) -> Forwarded:
         _set_pseudo(headers, ":scheme", forwarded.scheme)
     if forwarded.authority is not None:
         _set_pseudo(headers, ":authority", forwarded.authority)
-        for i, (name, _) in enumerate(headers.items()):
-            if name == "host":
-                headers.modifyi(i, forwarded.authority)
-    return replace(
-        forwarded, received_scheme=received_scheme, received_authority=received_authority
+        for i in _positions(headers, "host"):
+            headers.modifyi(i, forwarded.authority)
+    return forwarded._replace(
+        received_scheme=received_scheme, received_authority=received_authority
     )
+
+
+def _positions(headers: Headers, name: str) -> list[int]:
+    return [i for i, (field, _) in enumerate(headers.items()) if field == name]
 
 
 def _set_pseudo(headers: Headers, name: str, value: str) -> None:
     """Set pseudo-header ``name``, adding it after the others (they come first) if absent."""
-    fields = list(headers.each())
-    for i, (field, _, _) in enumerate(fields):
+    pairs = headers.items()
+    for i, (field, _) in enumerate(pairs):
         if field == name:
             headers.modifyi(i, value, False)
             return
         if field[0] != ":":
             break
+    fields = list(headers.each())  # absent (an HTTP/1.0 request without Host): rebuild
     at = next((i for i, f in enumerate(fields) if f[0][0] != ":"), len(fields))
     fields.insert(at, (name, value, False))
     for field_name in {f[0] for f in fields}:
@@ -201,12 +202,10 @@ def _from_x_forwarded(headers: Headers, trusted: Trust) -> tuple[_Said | None, l
 def _list(headers: Headers, name: str) -> list[str]:
     """The elements of a comma-list field over all its lines (RFC 9110 section 5.3), empty
     elements dropped (section 5.6.1)."""
-    return [
-        item.strip(OWS)
-        for value in headers.get_as_sequence(name)
-        for item in value.split(",")
-        if item.strip(OWS)
+    items = [
+        item.strip(OWS) for value in headers.get_as_sequence(name) for item in value.split(",")
     ]
+    return [item for item in items if item]
 
 
 def _walk_x_forwarded_for(values: list[str], trusted: Trust) -> tuple[Node, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from prefork.protocol.h1head import valid_host
 
@@ -26,6 +27,8 @@ _QUOTED = re.compile(  # RFC 9110 section 5.6.4: qdtext and quoted-pair
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _OBFUSCATED = re.compile(r"_[0-9A-Za-z._-]+")  # RFC 7239 section 6.3: obfnode, obfport
 _PORT = re.compile(r"[0-9]{1,5}")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")  # RFC 3986 dec-octet: no leading zero
 
 Node = tuple[str, int, int]
 """``(address, port, version)``: version 4 or 6 for an IP address, 0 for ``unknown`` or an
@@ -118,6 +121,12 @@ def parse_node(text: str, bracketed_only: bool) -> Node:
     Raises:
         ValueError: anything else (an IPv6 zone too: RFC 7239's IPv6address has none).
     """
+    if len(text) <= 64:  # every address with a port fits; an obfuscated name need not
+        return _cached_node(text, bracketed_only)
+    return _node(text, bracketed_only)
+
+
+def _node(text: str, bracketed_only: bool) -> Node:
     if text.startswith("["):
         address, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
@@ -136,10 +145,16 @@ def parse_node(text: str, bracketed_only: bool) -> Node:
     return _ip(name, 4, text), number, 4
 
 
+# the proxies' own addresses recur on every request, and a client's on each of its requests
+_cached_node = lru_cache(maxsize=1024)(_node)
+
+
 def _ip(address: str, version: int, text: str) -> str:
+    if version == 4:
+        if _IPV4.fullmatch(address):
+            return address  # already in its usual form
+        raise ValueError(f"has a bad node {text!r}")
     try:
-        if version == 4:
-            return str(ipaddress.IPv4Address(address))
         if "%" not in address:
             return str(ipaddress.IPv6Address(address))
     except ValueError:
