@@ -305,3 +305,21 @@ def test_the_allow_list_from_the_environment_under_a_master(start_master, tmp_pa
     assert got == {"client": "127.0.0.1", "url": f"http://127.0.0.1:{master.port}/where"}
     wait_until(lambda: "/where" in access.read_text(), 5, "the access log line")
     assert all(line.startswith("127.0.0.1 ") for line in access.read_text().splitlines())
+
+
+def test_command_line_flags_reach_the_workers(start_master) -> None:
+    """``--forwarded-allow-ips`` beats ``$FORWARDED_ALLOW_IPS``; ``--forwarded-headers forwarded``
+    reads RFC 7239 and no longer X-Forwarded-*."""
+    master = start_master(
+        None,
+        "--forwarded-allow-ips",
+        "127.0.0.1",
+        "--forwarded-headers",
+        "forwarded",
+        f"{APPS / 'asgi_forwarded.py'}:app",
+        env=clean_env(FORWARDED_ALLOW_IPS="10.0.0.0/8"),
+    )
+    headers = {**CHAIN, "forwarded": 'for=192.0.2.1;proto=https;host="shop.example:8443"'}
+    with httpx.Client(timeout=TIMEOUT, trust_env=False) as c:
+        got = c.get(f"http://127.0.0.1:{master.port}/where", headers=headers).json()
+    assert got == {"client": "192.0.2.1", "url": "https://shop.example:8443/where"}
