@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from prefork.aio.host import Connection
 from prefork.errors import ProtocolError
 from prefork.health import HealthPath
 from prefork.options import ServerOptions
+from prefork.protocol import forwarded
 from prefork.stream import Stream
 
 log = logging.getLogger("prefork.server")
@@ -90,6 +92,11 @@ class Host:
         self.waiters: list[asyncio.Future[None]] = []
         self._date_at = 0
         self._date_str = ""
+        peers = options.forwarded_allow_ips
+        family = options.forwarded_headers
+        # the fields that make a request worth resolving; None: forwarded headers are off
+        self._forwarded_names = forwarded.NAMES.get(family) if peers.spec else None
+        self._trusted: dict[Any, bool] = {}  # per connection: is its peer a trusted proxy?
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -111,6 +118,7 @@ class Host:
     def untrack(self, conn: Connection) -> None:
         """Stop counting ``conn`` (its socket went on to the next protocol)."""
         self.connections.discard(conn)
+        self._trusted.pop(conn, None)
         self._on_change()
 
     def connection_lost(self, conn: Connection) -> None:
@@ -144,13 +152,18 @@ class Host:
         self._on_change()
 
     def add_stream(self, stream: Stream) -> None:
-        """Run ``onstream(server, stream)`` in a new task (the health path: answered here)."""
+        """Run ``onstream(server, stream)`` in a new task, after applying what trusted
+        proxies said of the request (:meth:`_forward`); the health path is answered here."""
         health = self.health
         if health is not None and health.matches(stream.request_headers.get(":path")):
             handler = self._answer_health  # not the application's: not counted
         else:
             self.requests += 1
             handler = self._onstream
+            names = self._forwarded_names
+            # Headers' own index (same package): a request without the fields costs a set test
+            if names is not None and not names.isdisjoint(stream.request_headers._index):
+                self._forward(stream)
         task = stream._task = stream.connection.loop.create_task(self._run_stream(stream, handler))
         self._tasks.add(task)
 
@@ -175,6 +188,39 @@ class Host:
             tasks.discard(stream._task)
             if not tasks and not self.connections:  # else nothing to tell: the hot path
                 self._on_change()
+
+    def _forward(self, stream: Stream) -> None:
+        """Apply the forwarded headers of ``stream``'s request if its connection's peer is a
+        trusted proxy (docs/scale-out.md): ``stream.forwarded``, so ``peername()``, and the
+        request's ``:scheme`` and ``:authority``. The verdict on a peer is kept per
+        connection."""
+        conn = stream.connection
+        trusted = self._trusted.get(conn)
+        if trusted is None:
+            trusted = self._trusted[conn] = self._peer_trusted(conn.peername())
+        if not trusted:
+            return
+        headers = stream.request_headers
+        said, problems = forwarded.resolve(
+            headers, self.options.forwarded_allow_ips, self.options.forwarded_headers
+        )
+        for problem in problems:
+            peer = conn.peername()
+            where = peer[1] if len(peer) == 3 else "a Unix socket"
+            log.debug("forwarded header from %s ignored: %s", where, problem)
+        if said is not None:
+            stream.forwarded = forwarded.apply(headers, said)
+
+    def _peer_trusted(self, peer: tuple) -> bool:
+        """Whether a connection's peer (a ``peername()``) is in ``forwarded_allow_ips``: an
+        address, or a Unix-socket peer (None to the list); an unknown peer never is."""
+        if len(peer) == 3:
+            return peer[1] in self.options.forwarded_allow_ips
+        return (
+            len(peer) == 2
+            and peer[0] == socket.AF_UNIX
+            and None in self.options.forwarded_allow_ips
+        )
 
     def no_work(self) -> bool:
         """True when no connection, socket being set up or task exists."""

@@ -51,6 +51,7 @@ class ServerOptions:
     forwarded_allow_ips: TrustedPeers = DEFAULTS["forwarded_allow_ips"]
     health_path: str | None = DEFAULTS["health_path"]
     proxy_protocol: bool = DEFAULTS["proxy_protocol"]
+    forwarded_headers: str = DEFAULTS["forwarded_headers"]
 
     @property
     def limits(self) -> Limits:

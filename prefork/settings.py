@@ -121,6 +121,7 @@ LOG_LEVELS = Choice({n: n for n in ("debug", "info", "warning", "error", "critic
 DISPATCH = Choice({"balanced": "balanced", "round-robin": "round-robin"})
 INTERFACE = Choice({n: n for n in ("auto", "stream", "asgi", "wsgi")})
 LIFESPAN = Choice({n: n for n in ("auto", "on", "off")})
+FORWARDED_HEADERS = Choice({n: n for n in ("x-forwarded", "forwarded", "off")})
 H2_MAX = 2**31 - 1  # RFC 9113 section 6.5.2: the ranges each HTTP/2 setting may take
 
 # fmt: off
@@ -266,6 +267,10 @@ EDGE = (
             "before TLS and HTTP, and only peers in --forwarded-allow-ips may send it. For "
             "some listeners only, prefix their --bind with proxy+ instead",
             ("--proxy-protocol",)),
+    Setting("forwarded_headers", FORWARDED_HEADERS, "x-forwarded", SERVER, "the forwarded "
+            "headers read from a trusted peer: `x-forwarded` (X-Forwarded-For/-Proto/-Host/"
+            "-Port), `forwarded` (RFC 7239) or `off`; the other family is ignored",
+            ("--forwarded-headers",)),
 )
 
 LIBRARY_OPTIONS = (

@@ -14,12 +14,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
+import socket
 from typing import IO, Any
 
 from prefork.errors import ProtocolError
 from prefork.headers import Headers
 
 _BLOCK = 65536
+_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}  # of a forwarded client's address
 
 
 class Stream(abc.ABC):
@@ -34,6 +36,10 @@ class Stream(abc.ABC):
     status: int | None
     #: Response body bytes written so far.
     bytes_sent: int
+    #: What trusted proxies said of the request (``prefork.protocol.forwarded.Forwarded``:
+    #: the client, scheme and authority, and the received ``:scheme``/``:authority``), set
+    #: by the server before the handler runs; None when they said nothing (docs/stream.md).
+    forwarded: Any = None
     #: True once the client has gone away (see :meth:`wait_disconnected`).
 
     _gone: asyncio.Future[None] | None = None  # made by the first wait_disconnected()
@@ -120,8 +126,16 @@ class Stream(abc.ABC):
     # -- the connection ---------------------------------------------------------------------------
 
     def peername(self) -> tuple:
-        """The client's address: ``(family, address, port)`` or ``(AF_UNIX, path)``."""
-        return self.connection.peername()
+        """The client's address: ``(family, address, port)`` or ``(AF_UNIX, path)``.
+
+        The client a trusted proxy named (:attr:`forwarded`) when there is one: its family is
+        ``AF_UNSPEC`` for a name that is no address (``unknown``, ``_hidden``), its port 0
+        when not given. ``stream.connection.peername()`` is the connection's own peer.
+        """
+        fwd = self.forwarded
+        if fwd is None or fwd.client is None:
+            return self.connection.peername()
+        return (_FAMILIES.get(fwd.version, socket.AF_UNSPEC), fwd.client, fwd.port)
 
     def localname(self) -> tuple:
         """This end's address: ``(family, address, port)`` or ``(AF_UNIX, path)``."""

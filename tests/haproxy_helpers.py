@@ -55,6 +55,7 @@ class HAProxy:
         for host, port in binds:
             what = f"haproxy on {host}:{port}"
             wait_until(lambda h=host, p=port: self._answers(h, int(p)), timeout, what)
+        wait_until(self.stats.exists, timeout, "haproxy's stats socket")
         return self
 
     def _answers(self, host: str, port: int) -> bool:

@@ -158,7 +158,8 @@ def served(proxy: HAProxy, server: str) -> int:
 def roll(start_master, proxy: HAProxy, old, name: str, *options: str):
     """Drain ``old`` (SIGTERM with --drain-time), restart it on its port, wait for traffic."""
     old.signal(signal.SIGTERM)
-    proxy.wait_state("be", name, "DOWN")  # the health path turned 503 first
+    proxy.wait_state("be", name, "DOWN")
+    assert old.proc.poll() is None, "the balancer saw the drain's 503 before the master stopped"
     assert old.wait(30) == 0
     new = edge_master(start_master, old.port, *options)
     proxy.wait_state("be", name, "UP")

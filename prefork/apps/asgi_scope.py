@@ -22,6 +22,7 @@ ASGI_VERSION = "3.0"
 SPEC_VERSION = "2.4"  # send() after the client left raises an OSError (ClientDisconnected)
 HTTP_VERSIONS = {1.0: "1.0", 1.1: "1.1", 2.0: "2"}
 NO_BODY_STATUSES = frozenset({204, 304})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ClientDisconnected(BrokenPipeError):
@@ -117,7 +118,13 @@ def _scheme(stream: Any) -> str:
 def addresses(stream: Any) -> tuple[Any, Any]:
     """The scope's ``client`` and ``server``, worked out once per connection: the stream's
     ``peername()``/``localname()`` ask the transport each time (about 2 µs each), and a
-    keep-alive or HTTP/2 connection carries many requests between the same two ends."""
+    keep-alive or HTTP/2 connection carries many requests between the same two ends.
+
+    A request that trusted proxies spoke for (``stream.forwarded``) has its own: ``client``
+    is the client they named, ``server`` the host and port the client asked for, when they
+    said them (docs/scale-out.md)."""
+    if stream.forwarded is not None:
+        return _forwarded_addresses(stream, stream.forwarded)
     conn = stream.connection
     try:
         return _ADDRESSES[conn]
@@ -128,6 +135,19 @@ def addresses(stream: Any) -> tuple[Any, Any]:
     found = _address(stream.peername(), peer=True), _address(stream.localname(), peer=False)
     _ADDRESSES[conn] = found
     return found
+
+
+def _forwarded_addresses(stream: Any, forwarded: Any) -> tuple[Any, Any]:
+    client = _address(stream.peername(), peer=True)
+    authority = forwarded.authority
+    if authority is None:
+        return client, _address(stream.localname(), peer=False)
+    if authority.startswith("["):  # an IPv6 literal: the server's host goes without brackets
+        host, _, rest = authority[1:].partition("]")
+        port = rest[1:]
+    else:
+        host, _, port = authority.partition(":")
+    return client, (host, int(port) if port.isdigit() else DEFAULT_PORTS[_scheme(stream)])
 
 
 def _address(name: tuple, peer: bool) -> tuple[str, int | None] | None:

@@ -120,16 +120,21 @@ def environ(base: dict[str, Any], stream: Stream) -> dict[str, Any]:
 
 def _remote(stream: Stream) -> tuple[str, str] | None:
     """REMOTE_ADDR and REMOTE_PORT (None on a Unix socket), worked out once per connection:
-    ``peername()`` costs microseconds, and a keep-alive connection carries many requests."""
+    ``peername()`` costs microseconds, and a keep-alive connection carries many requests.
+    A request that trusted proxies spoke for has its own (the client they named)."""
+    if stream.forwarded is not None:
+        return _peer(stream.peername())
     conn = stream.connection
     try:
         return _REMOTES[conn]
     except KeyError:
         pass
-    peer = stream.peername()
-    remote = (peer[1], str(peer[2])) if len(peer) == 3 else None
-    _REMOTES[conn] = remote
+    remote = _REMOTES[conn] = _peer(stream.peername())
     return remote
+
+
+def _peer(peer: tuple) -> tuple[str, str] | None:
+    return (peer[1], str(peer[2])) if len(peer) == 3 else None
 
 
 def _add_fields(env: dict[str, Any], req: Headers) -> None:

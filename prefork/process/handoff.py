@@ -104,12 +104,12 @@ class Handoff:
     def _on_listener(self, listener: socket.socket) -> None:
         accepted = []
         proxied = listener in self.pool.config.proxy_listeners
-        # socket.accept() minus the socket object it would wrap around each connection (and
-        # the getsockname() that costs): the master only keeps the descriptor and passes it on.
-        accept = listener._accept  # type: ignore[attr-defined]
+        # The master keeps only the descriptor and passes it on: the socket object is let go
+        # at once (detach: no close() later), and a batch's copies are plain ints.
+        accept = listener.accept
         for _ in range(ACCEPT_BATCH):
             try:
-                fd, _ = accept()
+                fd = accept()[0].detach()
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
