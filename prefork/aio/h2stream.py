@@ -298,8 +298,8 @@ class H2Stream(Stream):
             The pushed stream: write its response with ``write_headers``/``write_chunk``.
 
         Raises:
-            StreamStateError: the client disabled push (``SETTINGS_ENABLE_PUSH`` 0), or this
-                stream's response is complete.
+            StreamStateError: the client disabled push (``SETTINGS_ENABLE_PUSH`` 0) or sent
+                GOAWAY, or this stream's response is complete.
         """
         if self._response_done or self._reset:
             raise StreamStateError("cannot push on a finished stream")
@@ -308,6 +308,8 @@ class H2Stream(Stream):
         h2c = conn.h2
         if not h2c.remote_settings.enable_push:
             raise StreamStateError("the client disabled server push (SETTINGS_ENABLE_PUSH 0)")
+        if conn._peer_goaway:  # RFC 9113 section 6.8: no new streams after the client's GOAWAY
+            raise StreamStateError("the client sent GOAWAY: no new streams")
         promised = h2c.get_next_available_stream_id()
         pseudo = [
             HeaderTuple(n.encode("latin-1"), v.encode("latin-1"))

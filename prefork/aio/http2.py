@@ -5,9 +5,9 @@ becomes an :class:`~prefork.aio.h2stream.H2Stream` whose ``onstream`` runs in a 
 own; what h2 queues is written once per loop iteration. One deadline: set-up until the first
 bytes, ``intra_stream_timeout`` while no stream is open. Flow control (RFC 9113 section 5.2):
 a body returns to the client's window as its handler reads it, the connection window is
-opened wide at start. ``close_gracefully()`` sends GOAWAY (RFC 9113 section 6.8): streams
-taken finish, later ones are refused. :func:`upgrade_h2c` turns an HTTP/1.1 ``Upgrade: h2c``
-request into stream 1 of a new connection (RFC 7540 section 3.2). docs/http2.md has more.
+opened wide at start. GOAWAY both ways and closing are :mod:`prefork.aio.h2close`.
+:func:`upgrade_h2c` turns an HTTP/1.1 ``Upgrade: h2c`` request into stream 1 of a new
+connection (RFC 7540 section 3.2). docs/http2.md has more.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import h2.events as ev
 import h2.exceptions
 from h2.connection import ConnectionState
-from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from prefork.aio.common import TAKEN, transport_name
 from prefork.aio.deadline import Deadline
+from prefork.aio.h2close import NO_GOAWAY, H2Closing
 from prefork.aio.h2stream import H2Stream
 from prefork.aio.host import ConnectionHost
 from prefork.headers import Headers
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the h2c switch takes an HTTP/1 connection over (http1 impor
     from prefork.protocol.http1 import RequestInfo
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(H2Closing, asyncio.Protocol):
     """An HTTP/2 server connection (the stream's ``connection`` attribute).
 
     Attributes:
@@ -68,9 +68,10 @@ class H2Connection(asyncio.Protocol):
         self._windows: dict[int, asyncio.Future[None]] = {}
         self._closed = False
         self._peer_eof = False
-        self._last_stream = 2**31 - 1  # streams above it are refused (after our GOAWAY)
-        self._goaway_sent = False
-        self._closing = False  # close_gracefully() waits for a first request
+        self._goaway = NO_GOAWAY
+        self._goaway_timer: asyncio.TimerHandle | None = None
+        self._peer_goaway = False
+        self._closing = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._write_deadline: Deadline | None = None  # made the first time writing pauses
@@ -141,6 +142,8 @@ class H2Connection(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._goaway_timer is not None:
+            self._goaway_timer.cancel()
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             stream._lost()
@@ -172,12 +175,8 @@ class H2Connection(asyncio.Protocol):
         self.host.add_stream(stream)
 
     def _on_request(self, event: ev.RequestReceived) -> None:
-        sid = event.stream_id
-        if sid > self._last_stream:
-            # RFC 9113 section 6.8: opened after our GOAWAY; the client may retry elsewhere.
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
-            return
-        self._open_stream(sid, proto.request_headers(event.headers))
+        # (streams after our GOAWAY or past the limit were refused by H2Protocol)
+        self._open_stream(event.stream_id, proto.request_headers(event.headers))
 
     def _on_data(self, event: ev.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
@@ -210,11 +209,6 @@ class H2Connection(asyncio.Protocol):
     def _on_settings(self, event: ev.RemoteSettingsChanged) -> None:
         if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
             self._wake_windows(None)  # RFC 9113 section 6.9.2: every stream window moved
-
-    def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
-        # h2 allows no more frames after the peer's GOAWAY: what is left cannot be answered.
-        self._flush()
-        self.transport.close()
 
     # -- for streams ---------------------------------------------------------------------------
 
@@ -269,15 +263,6 @@ class H2Connection(asyncio.Protocol):
         self._streams.pop(stream.stream_id, None)
         self._check_idle()
 
-    def _check_idle(self) -> None:
-        if self._streams or self._closed:
-            return
-        if self._goaway_sent or self._peer_eof:
-            self._flush()
-            self.transport.close()
-        else:
-            self._deadline.arm(self._options.intra_stream_timeout)
-
     # -- writing ---------------------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -304,42 +289,6 @@ class H2Connection(asyncio.Protocol):
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
-
-    # -- closing and deadlines -------------------------------------------------------------------
-
-    def close_gracefully(self) -> None:
-        """GOAWAY: open streams finish, new ones are refused; close after the last.
-
-        A connection that has not opened a stream yet was handed to us to be served (a
-        retiring worker still serves what the master gave it, as on HTTP/1): it gets a
-        short grace (at most 1 s) for its first requests, then the GOAWAY.
-        """
-        if self._closed or self.transport.is_closing():
-            return
-        if not self._streams and not self._goaway_sent and not self.h2.highest_inbound_stream_id:
-            self._closing = True  # data_received comes back here once streams are open
-            self._deadline.arm(min(1.0, self._options.connection_setup_timeout))
-            return
-        self._closing = False
-        if not self._goaway_sent:
-            self._goaway_sent = True
-            self._last_stream = self.h2.highest_inbound_stream_id
-            self._flush()
-            self.transport.write(proto.goaway_frame(self._last_stream))
-        self._check_idle()
-
-    def close(self) -> None:
-        """Close the connection now (buffered output is still flushed)."""
-        if not self._closed:
-            self._flush()
-            self.transport.close()
-
-    def _timed_out(self) -> None:
-        if self._closed or self._streams:
-            return
-        self._proto.close(ErrorCodes.NO_ERROR)  # idle: GOAWAY, then close (RFC 9113 6.8)
-        self._flush()
-        self.transport.close()
 
     # -- lua-http connection methods -------------------------------------------------------------
 
@@ -369,6 +318,7 @@ _HANDLERS: dict[type, Any] = {
     ev.WindowUpdated: H2Connection._on_window,
     ev.RemoteSettingsChanged: H2Connection._on_settings,
     ev.ConnectionTerminated: H2Connection._on_goaway,
+    ev.PingAckReceived: H2Connection._on_ping_ack,
 }
 
 

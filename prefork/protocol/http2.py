@@ -8,16 +8,23 @@ state (streams, HPACK, flow-control windows); this module adds what h2 leaves to
 * the local SETTINGS from the server's options (:class:`Settings`);
 * a connection window large enough that every stream can fill its own window at once, so
   flow control back-pressures a slow stream and never the connection (RFC 9113 section 5.2);
+* streams refused, not the connection ended: a stream past ``max_concurrent_streams`` or
+  above the last stream of our GOAWAY gets RST_STREAM(REFUSED_STREAM) and the connection
+  lives on (RFC 9113 sections 5.1.2 and 6.8). h2 would end the connection for the first
+  and skip decoding its header block; here h2 decodes every block (the HPACK state stays
+  in step, RFC 9113 section 4.3) and the streams are refused after;
+* the client's GOAWAY read beside h2 (:mod:`prefork.protocol.h2frames`), so that the streams
+  open finish (RFC 9113 section 6.8): it arrives as a ``ConnectionTerminated`` event while
+  h2 goes on;
 * defences, each ending the connection with GOAWAY(ENHANCE_YOUR_CALM) (RFC 9113 section 7):
-  a rate budget for RST_STREAM from the client (rapid reset, CVE-2023-44487), for PING and
-  for SETTINGS frames (each makes us queue an answer, RFC 9113 section 10.5), for frames
-  that cost work and carry nothing (PRIORITY and empty DATA: CVE-2019-9513, CVE-2019-9518),
-  and a cap on a header block's size across CONTINUATION frames (CVE-2024-27316). h2 only
-  decodes a header block at END_HEADERS and buffers up to 64 CONTINUATION frames until
-  then, up to 1 MiB with 16 KiB frames; :class:`_BlockScanner` reads the frame headers on
-  the way in and stops a block at ``max_header_list_size`` bytes. The decoded list is
-  capped by h2 itself (HPACK bomb: ``MAX_HEADER_LIST_SIZE``, answered with
-  GOAWAY(ENHANCE_YOUR_CALM)).
+  a rate budget for RST_STREAM from the client and for streams refused (rapid reset,
+  CVE-2023-44487), for PING and for SETTINGS frames (each makes us queue an answer, RFC 9113
+  section 10.5), for frames that cost work and carry nothing (PRIORITY and empty DATA:
+  CVE-2019-9513, CVE-2019-9518), and a cap on a header block's size across CONTINUATION
+  frames (CVE-2024-27316). h2 only decodes a header block at END_HEADERS and buffers up to
+  64 CONTINUATION frames until then, up to 1 MiB with 16 KiB frames; the frame scanner stops
+  a block at ``max_header_list_size`` bytes. The decoded list is capped by h2 itself (HPACK
+  bomb: ``MAX_HEADER_LIST_SIZE``, answered with GOAWAY(ENHANCE_YOUR_CALM)).
 
 A peer that breaks the protocol gets h2's GOAWAY; :meth:`receive_data` then raises
 :class:`ConnectionClosed` and the caller flushes and closes.
@@ -35,14 +42,21 @@ import h2.connection
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from h2.events import PingReceived, RemoteSettingsChanged, StreamReset
+from h2.events import (
+    ConnectionTerminated,
+    PingReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamReset,
+)
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
-from hyperframe.frame import GoAwayFrame
 
 from prefork.headers import Headers
 from prefork.protocol.h1response import check_field
+from prefork.protocol.h2frames import PREFACE, Budget, FrameScanner, goaway_frame
 
 __all__ = [
+    "MAX_STREAM_ID",
     "PREFACE",
     "SWITCHING",
     "Budget",
@@ -55,12 +69,12 @@ __all__ = [
     "request_headers",
 ]
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 section 3.4
 MAX_WINDOW = 2**31 - 1  # RFC 9113 section 6.9.1
+MAX_STREAM_ID = 2**31 - 1  # RFC 9113 section 5.1.1
 
 # Defence budgets: (burst, refill per second). Generous for real clients (browsers reset
 # streams when a page is left; pings are rare), tight enough that a flood ends quickly.
-RESET_BUDGET = (200.0, 100.0)
+RESET_BUDGET = (200.0, 100.0)  # RST_STREAM from the client, and streams we refuse
 PING_BUDGET = (50.0, 10.0)
 SETTINGS_BUDGET = (50.0, 10.0)
 JUNK_BUDGET = (500.0, 200.0)  # PRIORITY frames (browsers send a few) and empty DATA frames
@@ -68,9 +82,6 @@ JUNK_BUDGET = (500.0, 200.0)  # PRIORITY frames (browsers send a few) and empty 
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 # RFC 7540 section 3.2.1: these belong to the HTTP/1 hop, not to stream 1.
 _UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive"})
-
-_DATA, _HEADERS, _PRIORITY, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x2, 0x5, 0x9
-_END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
 @dataclass(frozen=True)
@@ -105,39 +116,11 @@ class ConnectionClosed(Exception):
         self.error_code = error_code
 
 
-class Budget:
-    """A token bucket: ``burst`` events at once, then ``rate`` per second."""
-
-    __slots__ = ("_last", "_rate", "_tokens", "burst")
-
-    def __init__(self, burst: float, rate: float) -> None:
-        self.burst = burst
-        self._rate = rate
-        self._tokens = burst
-        self._last = 0.0
-
-    def spend(self, now: float, n: int = 1) -> bool:
-        """Take ``n`` tokens at time ``now``; False when the budget is exhausted."""
-        tokens = min(self.burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        self._tokens = tokens - n
-        return self._tokens >= 0
-
-
 def preface_match(data: bytes) -> bool | None:
     """True: ``data`` starts with the HTTP/2 preface; None: too short to tell; False: not it."""
     if len(data) >= len(PREFACE):
         return data.startswith(PREFACE)
     return None if PREFACE.startswith(data) else False
-
-
-def goaway_frame(last_stream_id: int, error_code: int = 0) -> bytes:
-    """A serialized GOAWAY, for a graceful close that keeps h2's streams open (RFC 9113 6.8).
-
-    h2's ``close_connection`` moves its state machine to CLOSED, after which the streams
-    below ``last_stream_id`` could not finish; this frame goes out beside h2 instead.
-    """
-    return GoAwayFrame(0, last_stream_id=last_stream_id, error_code=error_code).serialize()
 
 
 def h2c_upgrade(headers: Headers, version: float) -> tuple[bytes, Headers] | None:
@@ -202,59 +185,14 @@ def request_headers(raw: Any) -> Headers:
     return headers
 
 
-class _BlockScanner:
-    """Walks the frame headers of the incoming byte stream to size header blocks.
-
-    Only 9-byte frame headers are read; payloads are skipped. A header block is a HEADERS
-    (or PUSH_PROMISE) frame without END_HEADERS and the CONTINUATION frames after it (RFC 9113
-    section 6.10); its size is the sum of their payloads.
-    """
-
-    __slots__ = ("_block", "_head", "_skip", "junk", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.junk = 0  # PRIORITY and empty DATA frames seen: work for us, nothing for anyone
-        self._skip = len(PREFACE)  # h2 strips the preface; it is no frame
-        self._head = b""
-        self._block = -1  # bytes of the open header block, -1: none open
-
-    def feed(self, data: bytes) -> bool:
-        """Scan ``data``; False when a header block grew past ``limit``."""
-        pos = 0
-        end = len(data)
-        while True:
-            if self._skip:
-                step = min(self._skip, end - pos)
-                self._skip -= step
-                pos += step
-            if pos >= end:
-                return True
-            need = 9 - len(self._head)
-            self._head += data[pos : pos + need]
-            pos += need
-            if len(self._head) < 9:
-                return True
-            head, self._head = self._head, b""
-            length = int.from_bytes(head[:3], "big")
-            kind, flags = head[3], head[4]
-            if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
-                self._block = max(self._block, 0) + length
-                if self._block > self.limit:
-                    return False
-                if flags & _END_HEADERS:
-                    self._block = -1
-            elif kind == _PRIORITY or (not length and kind == _DATA and not flags & _END_STREAM):
-                self.junk += 1  # CVE-2019-9513 (PRIORITY), CVE-2019-9518 (empty frames)
-            self._skip = length
-
-
 class H2Protocol:
     """One server-side HTTP/2 connection: h2 plus settings and defences (module docstring).
 
     Attributes:
         conn: the ``h2.connection.H2Connection`` (streams, windows, ``send_*`` methods).
         settings: the local :class:`Settings`.
+        last_stream_id: the last stream of our GOAWAY (``MAX_STREAM_ID`` before one): the
+            streams above it are refused.
     """
 
     def __init__(self, settings: Settings, upgrade_settings: bytes | None = None) -> None:
@@ -271,7 +209,7 @@ class H2Protocol:
         )
         conn = self.conn = h2.connection.H2Connection(config)
         self.settings = settings
-        conn.local_settings = h2.settings.Settings(
+        local = conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
@@ -289,17 +227,22 @@ class H2Protocol:
             # RFC 7540 section 3.2: the request carried HTTP2-Settings and becomes stream 1;
             # the client still sends the preface first (RFC 9113 section 3.4).
             conn.initiate_upgrade_connection(upgrade_settings)
+        # Advertised above; enforced by _refuse, not by h2: h2 ends the whole connection for
+        # a stream over the limit, before decoding its header block (RFC 9113 section 5.1.2
+        # asks for a stream error, and section 4.3 for the block to be decoded all the same).
+        del local[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS]
         self._preface = PREFACE
         # RFC 9113 section 6.9.2: the connection window starts at 65535 whatever SETTINGS say;
         # open it so that each stream can fill its own window without starving the others.
         want = min(MAX_WINDOW, settings.initial_window_size * settings.max_concurrent_streams)
         if want > 65535:
             conn.increment_flow_control_window(want - 65535)
-        self._scanner = _BlockScanner(settings.max_header_list_size)
+        self._scanner = FrameScanner(settings.max_header_list_size, settings.max_frame_size)
         self._resets = Budget(*RESET_BUDGET)
         self._pings = Budget(*PING_BUDGET)
         self._settings_frames = Budget(*SETTINGS_BUDGET)
         self._junk = Budget(*JUNK_BUDGET)
+        self.last_stream_id = MAX_STREAM_ID
         self.closed = False
 
     def data_to_send(self) -> bytes:
@@ -308,6 +251,9 @@ class H2Protocol:
 
     def receive_data(self, data: bytes, now: float) -> list[Any]:
         """Feed bytes from the peer; returns h2 events.
+
+        The ``RequestReceived`` of a refused stream is left out (its RST_STREAM is queued);
+        the client's GOAWAY comes last, as a ``ConnectionTerminated``.
 
         Raises:
             ConnectionClosed: the peer broke the protocol or a defence limit; GOAWAY is queued.
@@ -319,17 +265,19 @@ class H2Protocol:
             if not data:
                 return []
         scanner = self._scanner
-        if not scanner.feed(data):
+        fed = scanner.feed(data)
+        if fed is None:
             self._calm_down("header block larger than max_header_list_size")
         if scanner.junk:
             junk, scanner.junk = scanner.junk, 0
             if not self._junk.spend(now, junk):
                 self._calm_down("PRIORITY or empty frame flood")
         try:
-            events = self.conn.receive_data(data)
+            events = self.conn.receive_data(fed) if fed else []
         except h2.exceptions.ProtocolError as exc:
             self.closed = True  # h2 queued GOAWAY with the error's code
             raise ConnectionClosed(str(exc), int(exc.error_code)) from None
+        refused = 0
         event: Any
         for event in events:
             kind = type(event)
@@ -339,9 +287,53 @@ class H2Protocol:
             elif kind is PingReceived:
                 if not self._pings.spend(now):
                     self._calm_down("PING flood")
-            elif kind is RemoteSettingsChanged and not self._settings_frames.spend(now):
-                self._calm_down("SETTINGS flood")
+            elif kind is RemoteSettingsChanged:
+                if not self._settings_frames.spend(now):
+                    self._calm_down("SETTINGS flood")
+            elif kind is RequestReceived and event.stream_id > self.last_stream_id:
+                refused += 1  # RFC 9113 section 6.8: opened after our GOAWAY
+        # the streams h2 holds bound those open: most reads need no count
+        if refused or len(self.conn.streams) > self.settings.max_concurrent_streams:
+            events = self._refuse(events, now)
+        if scanner.goaways:
+            events.extend(map(_terminated, scanner.goaways))
+            scanner.goaways.clear()
         return events
+
+    def _refuse(self, events: list[Any], now: float) -> list[Any]:
+        """Refuse the streams after our GOAWAY, and the newest past the limit (RFC 9113 5.1.2).
+
+        The streams are counted after the whole read (h2 has handled it all): a client that
+        keeps to the limit is never refused, and no more streams than the limit stay open.
+        """
+        conn = self.conn
+        over = conn.open_inbound_streams - self.settings.max_concurrent_streams
+        refused = set()
+        for event in reversed(events):
+            if type(event) is not RequestReceived:
+                continue
+            sid = event.stream_id
+            stream = conn.streams.get(sid)
+            if stream is None or not stream.open:
+                continue  # already over (reset by the client in the same read)
+            if sid > self.last_stream_id or over > 0:
+                over -= 1
+                refused.add(sid)
+                conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+        if refused and not self._resets.spend(now, len(refused)):
+            self._calm_down("too many streams refused")
+        return [e for e in events if type(e) is not RequestReceived or e.stream_id not in refused]
+
+    def goaway(self, last_stream_id: int) -> bytes:
+        """A GOAWAY(NO_ERROR) naming ``last_stream_id``, to write after ``data_to_send()``.
+
+        The streams up to it go on (RFC 9113 section 6.8), later ones are refused. h2's own
+        ``close_connection`` would move its state machine to CLOSED, after which those streams
+        could not finish; the frame goes out beside h2 instead. The last stream id never
+        grows (RFC 9113 section 6.8: a later GOAWAY must not increase it).
+        """
+        self.last_stream_id = min(self.last_stream_id, last_stream_id)
+        return goaway_frame(self.last_stream_id)
 
     def _check_preface(self, data: bytes) -> bytes:
         # h2 checks the preface outside its error handling (no GOAWAY): check it here, so that
@@ -358,11 +350,25 @@ class H2Protocol:
         """Queue GOAWAY (h2's: no stream may continue) and mark the connection closed."""
         if not self.closed:
             self.closed = True
-            self.conn.close_connection(error_code)
+            last = min(self.last_stream_id, self.conn.highest_inbound_stream_id)
+            self.conn.close_connection(error_code, last_stream_id=last)
 
     def _calm_down(self, why: str) -> None:
         self.close(ErrorCodes.ENHANCE_YOUR_CALM)
         raise ConnectionClosed(why, ErrorCodes.ENHANCE_YOUR_CALM)
+
+
+def _terminated(goaway: tuple[int, int, bytes]) -> ConnectionTerminated:
+    """The client's GOAWAY as the event h2 would have made of it."""
+    event = ConnectionTerminated()
+    last, code, debug = goaway
+    try:
+        event.error_code = ErrorCodes(code)
+    except ValueError:
+        event.error_code = code  # RFC 9113 section 7: unknown codes are not errors
+    event.last_stream_id = last
+    event.additional_data = debug or None
+    return event
 
 
 # RFC 9113 section 8.2.2: connection-specific fields are malformed in HTTP/2; a handler
