@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,9 +29,10 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from prefork.errors import ProtocolError
 from prefork.protocol.http2 import PREFACE, goaway_frame
 from tests.conftest import Running, response_headers
-from tests.helpers import echo
+from tests.helpers import echo, wait_until
 from tests.test_http2 import REQUEST, TIMEOUT, goaway, raw, wait_requests
 
 __all__ = ["raw"]  # the fixture, shared with test_http2
@@ -231,3 +233,46 @@ def test_graceful_stop_without_ping_ack_still_ends(serve, wire) -> None:
     client.read_until(lambda: client.closed, "close")  # after PING_WAIT, the second GOAWAY
     goaways = [(g.last_stream_id, g.error_code) for g in client.of(GoAwayFrame)]
     assert goaways == [(MAX_STREAM_ID, 0), (1, 0)]
+
+
+# -- malformed requests and trailers: stream errors (RFC 9113 section 8.1.1) ----------------------
+
+
+def test_malformed_request_gets_a_stream_error_and_the_connection_lives(
+    serve, wire, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="prefork.server")
+    running = serve(echo)
+    client = wire(running)
+    bad = [*REQUEST, ("Upper-Case", "x")]  # RFC 9113 section 8.2.1
+    client.send(HeadersFrame(1, client.encoder.encode(bad), flags=["END_HEADERS", "END_STREAM"]))
+    client.read_until(lambda: client.of(RstStreamFrame, 1), "RST_STREAM")
+    assert client.of(RstStreamFrame, 1)[0].error_code == ErrorCodes.PROTOCOL_ERROR
+    client.request(3)  # the same connection, HPACK in step
+    client.read_until(lambda: client.of(DataFrame, 3), "the next response")
+    assert client.heads[3][":status"] == "200" and not client.of(GoAwayFrame)
+    assert "stream 1" in caplog.text and "invalid field name" in caplog.text
+
+
+def test_malformed_trailers_reset_the_stream(serve, wire) -> None:
+    seen: list[Any] = []
+
+    async def reader(server: Any, stream: Any) -> None:
+        await stream.get_headers()
+        try:
+            await stream.get_body_as_string()
+        except ProtocolError as exc:
+            seen.append(exc.status)
+
+    running = serve(reader)
+    client = wire(running)
+    client.send(HeadersFrame(1, client.encoder.encode(REQUEST), flags=["END_HEADERS"]))
+    client.send(DataFrame(1, b"body"))
+    trailers = client.encoder.encode([(":path", "/again")])  # no pseudo-header in trailers
+    client.send(HeadersFrame(1, trailers, flags=["END_HEADERS", "END_STREAM"]))
+    client.read_until(lambda: client.of(RstStreamFrame, 1), "RST_STREAM")
+    assert client.of(RstStreamFrame, 1)[0].error_code == ErrorCodes.PROTOCOL_ERROR
+    wait_until(lambda: seen, what="the handler's read")
+    assert seen == [400]
+    client.request(3)
+    client.read_until(lambda: client.heads.get(3), "the next response")  # the connection lives

@@ -7,16 +7,24 @@ socket or clock is involved (the time is a number passed in).
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events as ev
+import h2.exceptions
 import h2.settings
+import hpack
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import ContinuationFrame, GoAwayFrame, HeadersFrame
+from h2.utilities import HeaderValidationFlags, validate_headers
+from hpack import HeaderTuple, NeverIndexedHeaderTuple
+from hyperframe.frame import ContinuationFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
+from prefork.errors import ProtocolError
+from prefork.headers import Headers
+from prefork.protocol import h2fields
 from prefork.protocol import http2 as proto
 from prefork.protocol.h2frames import FrameScanner
 
@@ -57,7 +65,7 @@ class Pair:
 
 
 def requests(events: list[Any]) -> list[int]:
-    return [e.stream_id for e in events if isinstance(e, ev.RequestReceived)]
+    return [e.stream_id for e in events if type(e) is proto.Request]
 
 
 def resets(events: list[Any]) -> list[tuple[int, int]]:
@@ -90,8 +98,8 @@ def test_stream_past_the_limit_is_refused_and_hpack_stays_in_step() -> None:
     # only holds it if the refused stream's block was decoded (RFC 9113 section 4.3)
     pair.request(7, [("x-new", "indexed now")])
     events = pair.to_server()
-    [event] = [e for e in events if isinstance(e, ev.RequestReceived)]
-    assert (event.stream_id, (b"x-new", b"indexed now") in event.headers) == (7, True)
+    [event] = [e for e in events if type(e) is proto.Request]
+    assert (event.stream_id, event.headers.get("x-new")) == (7, "indexed now")
 
 
 def test_a_client_keeping_to_the_limit_is_never_refused() -> None:
@@ -196,3 +204,131 @@ def test_scanner_holds_back_an_incomplete_frame_header() -> None:
     given = b"".join(scanner.feed(stream[i : i + 1]) or b"" for i in range(len(stream)))
     assert given == stream[: -len(goaway_bytes(7, 2))]  # all but the GOAWAY, in order
     assert scanner.goaways == [(7, 2, b"")]
+
+
+# -- request and trailer fields: prefork's checks are h2's (RFC 9113 sections 8.2, 8.3) ----------
+
+FLAGS = HeaderValidationFlags(
+    is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
+)
+TRAILER_FLAGS = FLAGS._replace(is_trailer=True)
+NAMES = [
+    b"x-a", b"accept", b"te", b"host", b"cookie", b"X-Upper", b"sp ace", b"co:lon", b"", b"del\x7f",
+    b"non\xe9ascii", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+    b"upgrade", b":status", b":custom", b":path", b":method", b"tab\t", b"ok!#$%&'*+-.^_`|~09",
+]  # fmt: skip
+VALUES = [
+    b"v", b"", b"trailers", b"TRAILERS", b"gzip", b" lead", b"trail ", b"\ttab", b"tab\t",
+    b"in ner", b"nul\x00", b"cr\r", b"lf\n", b"obs\xff", b"127.0.0.1", b"x",
+]  # fmt: skip
+PSEUDO = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"x")]
+
+
+def h2_accepts(fields: list[tuple[bytes, bytes]], flags: Any) -> bool:
+    try:
+        list(validate_headers(fields, flags))
+    except h2.exceptions.ProtocolError:
+        return False
+    return True
+
+
+def prefork_accepts(fields: list[tuple[bytes, bytes]], check: Any) -> bool:
+    try:
+        check([HeaderTuple(*f) for f in fields])
+    except ProtocolError:
+        return False
+    return True
+
+
+def random_request(rng: random.Random) -> list[tuple[bytes, bytes]]:
+    pseudo = [p for p in PSEUDO if rng.random() < 0.9]
+    if rng.random() < 0.2:
+        pseudo = [(n, b"CONNECT") if n == b":method" else (n, v) for n, v in pseudo]
+    if rng.random() < 0.2:
+        pseudo.append((b":protocol", b"websocket"))
+    if rng.random() < 0.1:
+        pseudo.append(rng.choice(PSEUDO))  # repeated
+    if rng.random() < 0.1:
+        pseudo = [(n, b"") if n == b":path" else (n, v) for n, v in pseudo]
+    rng.shuffle(pseudo) if rng.random() < 0.1 else None
+    regular = [(rng.choice(NAMES), rng.choice(VALUES)) for _ in range(rng.randrange(4))]
+    fields = pseudo + regular
+    if rng.random() < 0.1:
+        rng.shuffle(fields)  # a pseudo-header after a regular field
+    return fields
+
+
+def test_request_checks_agree_with_h2() -> None:
+    rng = random.Random(9113)
+    verdicts = {True: 0, False: 0}
+    for _ in range(20000):
+        fields = random_request(rng)
+        want = h2_accepts(fields, FLAGS)
+        assert prefork_accepts(fields, h2fields.request_fields) == want, fields
+        verdicts[want] += 1
+    assert min(verdicts.values()) > 2000  # both verdicts well covered
+
+
+def test_trailer_checks_agree_with_h2() -> None:
+    rng = random.Random(8)
+    for _ in range(5000):
+        fields = [(rng.choice(NAMES), rng.choice(VALUES)) for _ in range(rng.randrange(1, 4))]
+        want = h2_accepts(fields, TRAILER_FLAGS)
+        assert prefork_accepts(fields, h2fields.trailer_fields) == want, fields
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [*PSEUDO, (b"Host", b"x")],  # RFC 9113 section 8.2.1: no upper case
+        [*PSEUDO, (b"x", b"a\x00b")],
+        [*PSEUDO, (b"x", b" a")],
+        [*PSEUDO, (b"connection", b"close")],  # section 8.2.2
+        [*PSEUDO, (b"te", b"gzip")],
+        [*PSEUDO, (b"host", b"y")],  # section 8.3.1: :authority and host differ
+        [*PSEUDO, (b"host", b"x"), (b"host", b"x")],
+        [*PSEUDO, (b":status", b"200")],
+        [*PSEUDO[:2], (b"x", b"1"), *PSEUDO[2:]],  # section 8.3: pseudo-headers first
+        PSEUDO[1:],  # no :method
+        [(b":method", b"CONNECT"), (b":authority", b"x"), (b":path", b"/")],  # section 8.5
+        [*PSEUDO, (b":protocol", b"websocket")],  # RFC 8441: only with CONNECT
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"")],
+    ],
+)
+def test_malformed_request_is_refused_with_a_stream_error(fields: list[Any]) -> None:
+    pair = Pair()
+    pair.to_server()
+    block = hpack.Encoder().encode(fields)  # hpack, not the client: it would refuse to send
+    frame = HeadersFrame(1, data=block, flags=["END_STREAM", "END_HEADERS"]).serialize()
+    events = pair.server.receive_data(frame, 0.0)
+    [refused] = [e for e in events if type(e) is proto.Refused]
+    assert (refused.stream_id, refused.error_code) == (1, ErrorCodes.PROTOCOL_ERROR)
+    out = pair.server.data_to_send()  # RST_STREAM(1, PROTOCOL_ERROR): RFC 9113 section 8.1.1
+    assert out == RstStreamFrame(1, error_code=ErrorCodes.PROTOCOL_ERROR).serialize()
+    assert not pair.server.closed
+
+
+def test_request_fields_as_handlers_see_them() -> None:
+    headers = h2fields.request_fields(
+        [
+            HeaderTuple(b":method", b"GET"),
+            HeaderTuple(b":scheme", b"https"),
+            HeaderTuple(b":path", b"/a?b"),
+            HeaderTuple(b"host", b"example.com"),
+            NeverIndexedHeaderTuple(b"x-secret", b"s"),
+            HeaderTuple(b"cookie", b"a=1"),
+            HeaderTuple(b"x-obs", b"caf\xe9"),
+        ]
+    )
+    assert headers == Headers(
+        [
+            (":authority", "example.com", False),  # from host (RFC 9113 section 8.3.1)
+            (":method", "GET", False),
+            (":scheme", "https", False),
+            (":path", "/a?b", False),
+            ("host", "example.com", False),
+            ("x-secret", "s", True),
+            ("cookie", "a=1", True),
+            ("x-obs", "caf\xe9", False),
+        ]
+    )

@@ -22,7 +22,7 @@ from hpack import HeaderTuple
 from prefork.aio.common import finite, response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
-from prefork.protocol.http2 import response_fields
+from prefork.protocol.h2fields import response_fields
 from prefork.stream import Stream
 
 if TYPE_CHECKING:
@@ -89,10 +89,15 @@ class H2Stream(Stream):
             self._ack()
         self._wake()
 
-    def _feed_trailers(self, raw: Any) -> None:
-        self._trailers = Headers(
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in raw if n[:1] != b":"
-        )
+    def _feed_trailers(self, trailers: Headers) -> None:
+        self._trailers = trailers
+
+    def _malformed(self, reason: str) -> None:
+        """Malformed trailers: the stream was reset (PROTOCOL_ERROR); reads raise 400."""
+        self._reset = True
+        if self._read_error is None:
+            self._read_error = ProtocolError(reason, 400)
+        self._disconnect()
 
     def _feed_end(self) -> None:
         self._body_done = True

@@ -13,6 +13,7 @@ connection (RFC 7540 section 3.2). docs/http2.md has more.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 import h2.events as ev
@@ -27,6 +28,8 @@ from prefork.aio.h2stream import H2Stream
 from prefork.aio.host import ConnectionHost
 from prefork.headers import Headers
 from prefork.protocol import http2 as proto
+
+log = logging.getLogger("prefork.server")
 
 if TYPE_CHECKING:  # the h2c switch takes an HTTP/1 connection over (http1 imports us)
     from prefork.aio.http1 import H1Connection
@@ -108,7 +111,8 @@ class H2Connection(H2Closing, asyncio.Protocol):
                 self._deadline.arm(self._options.intra_stream_timeout)
         try:
             events = self._proto.receive_data(data, self.loop.time())
-        except proto.ConnectionClosed:
+        except proto.ConnectionClosed as exc:
+            log.debug("HTTP/2 connection error from %s: %s", self.peername(), exc)
             self._flush()  # the GOAWAY h2 or the defences queued
             self.transport.close()
             return
@@ -174,9 +178,19 @@ class H2Connection(H2Closing, asyncio.Protocol):
         self._deadline.clear()  # the handler's time is its own
         self.host.add_stream(stream)
 
-    def _on_request(self, event: ev.RequestReceived) -> None:
-        # (streams after our GOAWAY or past the limit were refused by H2Protocol)
-        self._open_stream(event.stream_id, proto.request_headers(event.headers))
+    def _on_request(self, event: proto.Request) -> None:
+        self._open_stream(event.stream_id, event.headers)
+
+    def _on_refused(self, event: proto.Refused) -> None:
+        # malformed (a stream error, RFC 9113 section 8.1.1), past the limit or after GOAWAY
+        log.debug(
+            "HTTP/2 stream %d from %s reset: %s", event.stream_id, self.peername(), event.reason
+        )
+        stream = self._streams.pop(event.stream_id, None)
+        if stream is not None:  # malformed trailers: a read raises, no answer can go out
+            stream._malformed(event.reason)
+            self._wake_windows(event.stream_id)
+            self._check_idle()
 
     def _on_data(self, event: ev.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
@@ -186,7 +200,7 @@ class H2Connection(H2Closing, asyncio.Protocol):
         else:
             stream._feed(event.data, event.flow_controlled_length)
 
-    def _on_trailers(self, event: ev.TrailersReceived) -> None:
+    def _on_trailers(self, event: proto.Trailers) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             stream._feed_trailers(event.headers)
@@ -310,9 +324,10 @@ class H2Connection(H2Closing, asyncio.Protocol):
 
 
 _HANDLERS: dict[type, Any] = {
-    ev.RequestReceived: H2Connection._on_request,
+    proto.Request: H2Connection._on_request,
+    proto.Refused: H2Connection._on_refused,
     ev.DataReceived: H2Connection._on_data,
-    ev.TrailersReceived: H2Connection._on_trailers,
+    proto.Trailers: H2Connection._on_trailers,
     ev.StreamEnded: H2Connection._on_end,
     ev.StreamReset: H2Connection._on_reset,
     ev.WindowUpdated: H2Connection._on_window,

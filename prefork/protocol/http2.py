@@ -32,8 +32,7 @@ A peer that breaks the protocol gets h2's GOAWAY; :meth:`receive_data` then rais
 
 from __future__ import annotations
 
-import base64
-import binascii
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +47,14 @@ from h2.events import (
     RemoteSettingsChanged,
     RequestReceived,
     StreamReset,
+    TrailersReceived,
 )
-from hpack import HeaderTuple, NeverIndexedHeaderTuple
 
+from prefork.errors import ProtocolError
 from prefork.headers import Headers
-from prefork.protocol.h1response import check_field
+from prefork.protocol.h2fields import request_fields, trailer_fields
 from prefork.protocol.h2frames import PREFACE, Budget, FrameScanner, goaway_frame
+from prefork.protocol.h2setup import SWITCHING, h2c_upgrade, preface_match
 
 __all__ = [
     "MAX_STREAM_ID",
@@ -62,11 +63,13 @@ __all__ = [
     "Budget",
     "ConnectionClosed",
     "H2Protocol",
+    "Refused",
+    "Request",
     "Settings",
+    "Trailers",
     "goaway_frame",
     "h2c_upgrade",
     "preface_match",
-    "request_headers",
 ]
 
 MAX_WINDOW = 2**31 - 1  # RFC 9113 section 6.9.1
@@ -78,10 +81,6 @@ RESET_BUDGET = (200.0, 100.0)  # RST_STREAM from the client, and streams we refu
 PING_BUDGET = (50.0, 10.0)
 SETTINGS_BUDGET = (50.0, 10.0)
 JUNK_BUDGET = (500.0, 200.0)  # PRIORITY frames (browsers send a few) and empty DATA frames
-
-SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-# RFC 7540 section 3.2.1: these belong to the HTTP/1 hop, not to stream 1.
-_UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,44 @@ class Settings:
         )
 
 
+class Request:
+    """A stream opened with a well-formed request (what h2's ``RequestReceived`` becomes).
+
+    Attributes:
+        stream_id: the stream.
+        headers: the request's fields, checked (:func:`~prefork.protocol.h2fields.request_fields`).
+    """
+
+    __slots__ = ("headers", "stream_id")
+
+    def __init__(self, stream_id: int, headers: Headers) -> None:
+        self.stream_id = stream_id
+        self.headers = headers
+
+
+class Trailers(Request):
+    """A request's trailers, checked (what h2's ``TrailersReceived`` becomes)."""
+
+    __slots__ = ()
+
+
+class Refused:
+    """A stream we reset (RST_STREAM is queued): malformed, past the limit or after GOAWAY.
+
+    Attributes:
+        stream_id: the stream.
+        error_code: the RST_STREAM code, ``REFUSED_STREAM`` or ``PROTOCOL_ERROR``.
+        reason: why, for a debug log line.
+    """
+
+    __slots__ = ("error_code", "reason", "stream_id")
+
+    def __init__(self, stream_id: int, error_code: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.error_code = error_code
+        self.reason = reason
+
+
 class ConnectionClosed(Exception):
     """The connection is over: GOAWAY (if any) is queued in ``data_to_send``.
 
@@ -114,75 +151,6 @@ class ConnectionClosed(Exception):
     def __init__(self, message: str, error_code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.error_code = error_code
-
-
-def preface_match(data: bytes) -> bool | None:
-    """True: ``data`` starts with the HTTP/2 preface; None: too short to tell; False: not it."""
-    if len(data) >= len(PREFACE):
-        return data.startswith(PREFACE)
-    return None if PREFACE.startswith(data) else False
-
-
-def h2c_upgrade(headers: Headers, version: float) -> tuple[bytes, Headers] | None:
-    """Is this HTTP/1 request an upgrade to HTTP/2 over cleartext (RFC 7540 section 3.2)?
-
-    Only a bodyless HTTP/1.1 request with ``Upgrade: h2c`` and exactly one well-formed
-    ``HTTP2-Settings`` qualifies (a body would have to be read as HTTP/1 before switching,
-    and RFC 9113 section 3.1 deprecates h2c: no reason to go further).
-
-    Returns:
-        ``(settings, request)``: the SETTINGS payload (base64url, as h2 wants it) and the
-        request headers for stream 1 without the hop-by-hop upgrade fields; or None.
-    """
-    upgrade = (headers.get_comma_separated("upgrade") or "").lower()
-    if (
-        version != 1.1
-        or "h2c" not in {t.strip() for t in upgrade.split(",")}
-        or headers.get("content-length", "0") != "0"
-        or headers.has("transfer-encoding")
-        or len(headers.get_as_sequence("http2-settings")) != 1
-    ):
-        return None
-    value = headers.get("http2-settings") or ""
-    try:
-        settings = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if len(settings) % 6:
-        return None  # RFC 9113 section 6.5.1: six bytes per setting
-    request = Headers()
-    for name, field_value, never in headers.each():
-        if name not in _UPGRADE_FIELDS:
-            request.append(name, field_value, never)
-    return base64.urlsafe_b64encode(settings), request
-
-
-def request_headers(raw: Any) -> Headers:
-    """h2's header list (bytes pairs, pseudo-headers first) as :class:`Headers`.
-
-    ``:authority`` is filled from ``host`` when the client sent only that (RFC 9113 section
-    8.3.1), so handlers see the same fields as from HTTP/1.
-    """
-    headers = Headers()
-    append = headers.append
-    host = None
-    has_authority = False
-    for pair in raw:
-        name = pair[0].decode("latin-1")
-        value = pair[1].decode("latin-1")
-        if name == ":authority":
-            has_authority = True
-        elif name == "host":
-            host = value
-        # hpack's NeverIndexedHeaderTuple (indexable False): the client marked it sensitive
-        append(name, value, True if getattr(pair, "indexable", True) is False else None)
-    if not has_authority and host is not None:
-        fixed = Headers()
-        fixed.append(":authority", host, False)
-        for field in headers.each():
-            fixed.append(*field)
-        return fixed
-    return headers
 
 
 class H2Protocol:
@@ -196,14 +164,14 @@ class H2Protocol:
     """
 
     def __init__(self, settings: Settings, upgrade_settings: bytes | None = None) -> None:
-        # Inbound headers are h2's to check (RFC 9113 section 8.2); outbound ones are checked
-        # by the stream as for HTTP/1 (tokens, control characters, pseudo-headers first, no
-        # connection-specific fields), so h2's second pass over them is turned off: it was
-        # a fifth of the time of a small response.
+        # Fields are checked here, not by h2, both ways: inbound by h2fields (RFC 9113
+        # sections 8.2 and 8.3, in the pass that builds the Headers; h2's generators cost
+        # more than the rest of a small request), outbound by the stream as for HTTP/1
+        # (tokens, control characters, pseudo-headers first, no connection-specific fields).
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
-            validate_inbound_headers=True,
+            validate_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
@@ -250,10 +218,9 @@ class H2Protocol:
         return self.conn.data_to_send()
 
     def receive_data(self, data: bytes, now: float) -> list[Any]:
-        """Feed bytes from the peer; returns h2 events.
-
-        The ``RequestReceived`` of a refused stream is left out (its RST_STREAM is queued);
-        the client's GOAWAY comes last, as a ``ConnectionTerminated``.
+        """Feed bytes from the peer; returns the events: h2's, but a request as
+        :class:`Request`, trailers as :class:`Trailers`, a stream we reset as :class:`Refused`,
+        and the client's GOAWAY last, as h2's ``ConnectionTerminated``.
 
         Raises:
             ConnectionClosed: the peer broke the protocol or a defence limit; GOAWAY is queued.
@@ -277,52 +244,76 @@ class H2Protocol:
         except h2.exceptions.ProtocolError as exc:
             self.closed = True  # h2 queued GOAWAY with the error's code
             raise ConnectionClosed(str(exc), int(exc.error_code)) from None
-        refused = 0
-        event: Any
-        for event in events:
-            kind = type(event)
-            if kind is StreamReset:
-                if event.remote_reset and not self._resets.spend(now):
-                    self._calm_down("too many stream resets (rapid reset)")
-            elif kind is PingReceived:
-                if not self._pings.spend(now):
-                    self._calm_down("PING flood")
-            elif kind is RemoteSettingsChanged:
-                if not self._settings_frames.spend(now):
-                    self._calm_down("SETTINGS flood")
-            elif kind is RequestReceived and event.stream_id > self.last_stream_id:
-                refused += 1  # RFC 9113 section 6.8: opened after our GOAWAY
         # the streams h2 holds bound those open: most reads need no count
-        if refused or len(self.conn.streams) > self.settings.max_concurrent_streams:
-            events = self._refuse(events, now)
+        opened = self._translate(events, now)
+        if opened and len(self.conn.streams) > self.settings.max_concurrent_streams:
+            self._refuse_excess(events, now)
         if scanner.goaways:
             events.extend(map(_terminated, scanner.goaways))
             scanner.goaways.clear()
         return events
 
-    def _refuse(self, events: list[Any], now: float) -> list[Any]:
-        """Refuse the streams after our GOAWAY, and the newest past the limit (RFC 9113 5.1.2).
+    def _translate(self, events: list[Any], now: float) -> bool:
+        """Check requests and trailers, in place, and spend the budgets; True: streams opened."""
+        opened = False
+        event: Any
+        for i, event in enumerate(events):
+            kind = type(event)
+            if kind is RequestReceived:
+                sid = event.stream_id
+                if sid > self.last_stream_id:  # RFC 9113 section 6.8: opened after our GOAWAY
+                    events[i] = self._refuse(sid, ErrorCodes.REFUSED_STREAM, "after GOAWAY", now)
+                    continue
+                try:
+                    events[i] = Request(sid, request_fields(event.headers))
+                    opened = True
+                except ProtocolError as exc:  # RFC 9113 section 8.1.1: a stream error
+                    events[i] = self._refuse(sid, ErrorCodes.PROTOCOL_ERROR, str(exc), now)
+            elif kind is TrailersReceived:
+                sid = event.stream_id
+                try:
+                    events[i] = Trailers(sid, trailer_fields(event.headers))
+                except ProtocolError as exc:
+                    events[i] = self._refuse(sid, ErrorCodes.PROTOCOL_ERROR, str(exc), now)
+            elif kind is StreamReset:
+                if event.remote_reset and not self._resets.spend(now):
+                    self._calm_down("too many stream resets (rapid reset)")
+            elif kind is PingReceived:
+                if not self._pings.spend(now):
+                    self._calm_down("PING flood")
+            elif kind is RemoteSettingsChanged and not self._settings_frames.spend(now):
+                self._calm_down("SETTINGS flood")
+        return opened
+
+    def _refuse(self, stream_id: int, code: int, reason: str, now: float) -> Refused:
+        """Reset a stream the client opened (or sent trailers on); refusals share the budget
+        of the client's own resets: a client that makes us reset streams is flooding too."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # reset by the client already
+            self.conn.reset_stream(stream_id, code)
+        if not self._resets.spend(now):
+            self._calm_down("too many streams refused")
+        return Refused(stream_id, code, reason)
+
+    def _refuse_excess(self, events: list[Any], now: float) -> None:
+        """Refuse the newest streams past the limit (RFC 9113 section 5.1.2), in place.
 
         The streams are counted after the whole read (h2 has handled it all): a client that
         keeps to the limit is never refused, and no more streams than the limit stay open.
         """
         conn = self.conn
         over = conn.open_inbound_streams - self.settings.max_concurrent_streams
-        refused = set()
-        for event in reversed(events):
-            if type(event) is not RequestReceived:
-                continue
-            sid = event.stream_id
-            stream = conn.streams.get(sid)
-            if stream is None or not stream.open:
-                continue  # already over (reset by the client in the same read)
-            if sid > self.last_stream_id or over > 0:
-                over -= 1
-                refused.add(sid)
-                conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
-        if refused and not self._resets.spend(now, len(refused)):
-            self._calm_down("too many streams refused")
-        return [e for e in events if type(e) is not RequestReceived or e.stream_id not in refused]
+        for i in range(len(events) - 1, -1, -1):
+            if over <= 0:
+                return
+            event = events[i]
+            if type(event) is Request:
+                stream = conn.streams.get(event.stream_id)
+                if stream is not None and stream.open:  # (not reset in the same read)
+                    over -= 1
+                    reason = "past SETTINGS_MAX_CONCURRENT_STREAMS"
+                    events[i] = self._refuse(
+                        event.stream_id, ErrorCodes.REFUSED_STREAM, reason, now
+                    )
 
     def goaway(self, last_stream_id: int) -> bytes:
         """A GOAWAY(NO_ERROR) naming ``last_stream_id``, to write after ``data_to_send()``.
@@ -369,27 +360,3 @@ def _terminated(goaway: tuple[int, int, bytes]) -> ConnectionTerminated:
     event.last_stream_id = last
     event.additional_data = debug or None
     return event
-
-
-# RFC 9113 section 8.2.2: connection-specific fields are malformed in HTTP/2; a handler
-# written for HTTP/1 may set them, so they are dropped rather than refused.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"}
-)
-
-
-def response_fields(headers: Headers, trailers: bool = False) -> list[Any]:
-    """Headers as hpack tuples: validated, hop-by-hop fields dropped, never-index kept."""
-    out: list[Any] = []
-    for name, value, never in headers.each():
-        if name[0] == ":":
-            if not trailers and name == ":status":  # RFC 9113 section 8.3: pseudo first
-                out.insert(0, HeaderTuple(b":status", value.encode("ascii")))
-            continue  # RFC 9113 section 8.1: trailers carry no pseudo-headers
-        if name in HOP_BY_HOP:
-            continue
-        check_field(name, value)
-        value = value.strip(" \t")  # RFC 9113 section 8.2.1: no surrounding whitespace
-        pair = (name.encode("latin-1"), value.encode("latin-1"))
-        out.append(NeverIndexedHeaderTuple(*pair) if never else HeaderTuple(*pair))
-    return out
