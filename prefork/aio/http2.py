@@ -24,6 +24,7 @@ from h2.settings import SettingCodes
 from prefork.aio.common import TAKEN, transport_name
 from prefork.aio.deadline import Deadline
 from prefork.aio.h2close import NO_GOAWAY, H2Closing
+from prefork.aio.h2send import H2Sending
 from prefork.aio.h2stream import H2Stream
 from prefork.aio.host import ConnectionHost
 from prefork.headers import Headers
@@ -226,7 +227,7 @@ class H2Connection(H2Closing, asyncio.Protocol):
 
     # -- for streams ---------------------------------------------------------------------------
 
-    def _check(self, stream: H2Stream) -> None:
+    def _check(self, stream: H2Sending) -> None:
         if stream._reset or self._closed or self.transport.is_closing():
             raise BrokenPipeError("stream reset" if stream._reset else "connection closed")
 

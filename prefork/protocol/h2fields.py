@@ -26,7 +26,7 @@ from prefork.errors import ProtocolError
 from prefork.headers import NEVER_INDEX_DEFAULTS, Headers
 from prefork.protocol.h1response import check_field
 
-__all__ = ["HOP_BY_HOP", "request_fields", "response_fields", "trailer_fields"]
+__all__ = ["HOP_BY_HOP", "request_fields", "response_fields", "response_head", "trailer_fields"]
 
 # RFC 9113 section 8.2.1: a field name has no character in 0x00-0x20, 0x41-0x5a (upper
 # case) or 0x7f-0xff, and no colon but the first of a pseudo-header's.
@@ -157,19 +157,72 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def response_fields(headers: Headers, trailers: bool = False) -> list[Any]:
-    """Headers as the pairs h2 sends: validated, hop-by-hop fields dropped, never-index kept.
+# RFC 9110 section 5.5: no control character in a value but HTAB (as check_field for HTTP/1)
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+_encoded: dict[str, bytes] = {}  # response field names checked, encoded (a bounded cache)
+
+
+def _encode_name(name: str) -> bytes:
+    check_field(name, "")  # a token (ValueError if not); lower case is Headers' doing
+    encoded = name.encode("latin-1")
+    if len(_encoded) < 4096:
+        _encoded[name] = encoded
+    return encoded
+
+
+def response_head(headers: Headers) -> tuple[list[Any], int, str | None, bool]:
+    """A response head as h2 sends it, in one pass: ``(fields, status, length, dated)``.
+
+    ``fields`` are as :func:`response_fields` makes them; ``status`` is ``:status`` as an
+    int; ``length`` the ``content-length`` value (None: none); ``dated``: a ``date`` field
+    is present.
+
+    Raises:
+        ValueError: ``:status`` missing or not 3 digits, more than one ``content-length``,
+            or a field that cannot be sent.
+    """
+    out: list[Any] = [None]  # :status goes first (RFC 9113 section 8.3)
+    status = length = None
+    lengths = 0
+    dated = False
+    encoded = _encoded
+    for name, value, never in headers.each():
+        if name[0] == ":":
+            if name == ":status":
+                status = value
+            continue
+        bname = encoded.get(name)
+        if bname is None:
+            if name in HOP_BY_HOP:
+                continue
+            bname = _encode_name(name)
+        if _BAD_TEXT(value):
+            raise ValueError(f"invalid characters in value of header {name!r}")
+        if name == "content-length":
+            length = value
+            lengths += 1
+        elif name == "date":
+            dated = True
+        pair = (bname, value.strip(" \t").encode("latin-1"))  # RFC 9113 8.2.1: no whitespace
+        out.append(NeverIndexedHeaderTuple(*pair) if never else pair)
+    if not (isinstance(status, str) and len(status) == 3 and status.isdigit()):
+        raise ValueError(f"response headers need a 3-digit ':status', got {status!r}")
+    if lengths > 1:
+        raise ValueError(f"{lengths} content-length fields")
+    out[0] = (b":status", status.encode("ascii"))
+    return out, int(status), length, dated
+
+
+def response_fields(headers: Headers) -> list[Any]:
+    """Fields as the pairs h2 sends, without pseudo-headers (trailers, RFC 9113 section 8.1,
+    and a promised request's fields): validated, hop-by-hop fields dropped, never-index kept.
 
     Plain ``(name, value)`` tuples are indexable for HPACK; a never-indexed field becomes an
     hpack ``NeverIndexedHeaderTuple``.
     """
     out: list[Any] = []
     for name, value, never in headers.each():
-        if name[0] == ":":
-            if not trailers and name == ":status":  # RFC 9113 section 8.3: pseudo first
-                out.insert(0, (b":status", value.encode("ascii")))
-            continue  # RFC 9113 section 8.1: trailers carry no pseudo-headers
-        if name in HOP_BY_HOP:
+        if name[0] == ":" or name in HOP_BY_HOP:
             continue
         check_field(name, value)
         value = value.strip(" \t")  # RFC 9113 section 8.2.1: no surrounding whitespace

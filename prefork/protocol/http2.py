@@ -153,6 +153,24 @@ class ConnectionClosed(Exception):
         self.error_code = error_code
 
 
+class _LocalSettings(h2.settings.Settings):
+    """The local SETTINGS, all advertised, but MAX_CONCURRENT_STREAMS not enforced by h2.
+
+    H2Protocol enforces it (``_refuse_excess``): h2 ends the whole connection for a stream
+    over the limit, before decoding its header block, where RFC 9113 section 5.1.2 asks for
+    a stream error and section 4.3 for the block to be decoded all the same. h2 reads the
+    limit only through this property; the SETTINGS frame is built from the mapping.
+    """
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return 2**32 + 1  # h2's own "no limit"
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
 class H2Protocol:
     """One server-side HTTP/2 connection: h2 plus settings and defences (module docstring).
 
@@ -177,7 +195,7 @@ class H2Protocol:
         )
         conn = self.conn = h2.connection.H2Connection(config)
         self.settings = settings
-        local = conn.local_settings = h2.settings.Settings(
+        conn.local_settings = _LocalSettings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
@@ -195,10 +213,6 @@ class H2Protocol:
             # RFC 7540 section 3.2: the request carried HTTP2-Settings and becomes stream 1;
             # the client still sends the preface first (RFC 9113 section 3.4).
             conn.initiate_upgrade_connection(upgrade_settings)
-        # Advertised above; enforced by _refuse, not by h2: h2 ends the whole connection for
-        # a stream over the limit, before decoding its header block (RFC 9113 section 5.1.2
-        # asks for a stream error, and section 4.3 for the block to be decoded all the same).
-        del local[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS]
         self._preface = PREFACE
         # RFC 9113 section 6.9.2: the connection window starts at 65535 whatever SETTINGS say;
         # open it so that each stream can fill its own window without starving the others.
