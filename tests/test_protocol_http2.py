@@ -83,6 +83,7 @@ def goaway_bytes(last: int, code: int = 0, debug: bytes = b"", stream_id: int = 
 
 def test_stream_past_the_limit_is_refused_and_hpack_stays_in_step() -> None:
     pair = Pair(max_concurrent_streams=2)
+    assert pair.client.remote_settings.max_concurrent_streams == 2  # advertised all the same
     pair.ignore_limit()
     pair.request(1)
     pair.request(3)
