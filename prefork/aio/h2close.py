@@ -90,7 +90,7 @@ class H2Closing:
         if self._goaway_timer is not None:
             self._goaway_timer.cancel()
             self._goaway_timer = None
-        if self._goaway != FIRST_GOAWAY or self._closed:
+        if self._goaway != FIRST_GOAWAY or self._closed or self.transport.is_closing():
             return
         self._goaway = FINAL_GOAWAY
         self._flush()
