@@ -73,6 +73,27 @@ class Headers:
                     raise ValueError(f"field must have 2 or 3 items, got {len(field)}")
                 self.append(*field)
 
+    @classmethod
+    def of_lowercase(cls, pairs: list[tuple[str, str]], never: list[bool]) -> Headers:
+        """Headers that take ``pairs`` and ``never`` (one flag per pair) as they are.
+
+        For parsers, whose output is already in this form: names are lower-case ``str``
+        (HTTP/2 allows no other), values ``str``; nothing is converted or copied, only the
+        index is built. The lists become the object's own.
+        """
+        new = cls.__new__(cls)
+        new._pairs = pairs
+        new._never = never
+        index: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(pairs):
+            positions = index.get(name)
+            if positions is None:
+                index[name] = [i]
+            else:
+                positions.append(i)
+        new._index = index
+        return new
+
     def append(self, name: Text, value: Text, never_index: bool | None = None) -> None:
         """Append a field at the end; earlier fields with the same name are kept.
 

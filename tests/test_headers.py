@@ -80,6 +80,15 @@ def test_constructor_rejects_string_items(bad):
 # append
 
 
+def test_of_lowercase_takes_the_lists_and_indexes_them():
+    pairs = [(":method", "GET"), ("accept", "a"), ("cookie", "c"), ("accept", "b")]
+    h = Headers.of_lowercase(pairs, [False, False, True, False])
+    assert h == Headers([(":method", "GET"), ("accept", "a"), ("cookie", "c"), ("accept", "b")])
+    assert h.get_as_sequence("accept") == ("a", "b") and h.get("cookie") == "c"
+    h.append("x", "1")  # an ordinary Headers from then on
+    assert h.get("x") == "1" and len(h) == 5
+
+
 def test_append_keeps_order_and_duplicates():
     h = make()
     assert len(h) == 4

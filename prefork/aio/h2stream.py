@@ -13,23 +13,23 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import h2.exceptions
 from h2.errors import ErrorCodes
 from hpack import HeaderTuple
 
-from prefork.aio.common import finite, response_status
+from prefork.aio.h2send import H2Sending
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
-from prefork.protocol.http2 import response_fields
+from prefork.protocol.h2fields import response_fields, response_head
 from prefork.stream import Stream
 
 if TYPE_CHECKING:
     from prefork.aio.http2 import H2Connection
 
 
-class H2Stream(Stream):
+class H2Stream(H2Sending, Stream):
     """One request and its response on an HTTP/2 connection (the contract: docs/stream.md).
 
     Attributes:
@@ -41,6 +41,21 @@ class H2Stream(Stream):
     """
 
     peer_version = 2.0
+    # Starting values, set on the instance when they change: a stream is made per request.
+    _unacked = 0  # body bytes read by the handler, window not returned yet
+    _received = 0
+    _trailers: Headers | None = None
+    _read_error: BaseException | None = None
+    request_headers_read = 0
+    _want_all = False
+    _head_sent = False
+    _no_body = False
+    _length_left: int | None = None
+    _response_done = False
+    _reset = False
+    tunnel = False
+    status: int | None = None
+    bytes_sent = 0
 
     def __init__(
         self, connection: H2Connection, stream_id: int, headers: Headers, body_done: bool = False
@@ -51,21 +66,7 @@ class H2Stream(Stream):
         self.request_headers = headers
         self._head_request = headers.get(":method") == "HEAD"
         self._chunks: deque[bytes] = deque()
-        self._unacked = 0
-        self._received = 0
         self._body_done = body_done
-        self._trailers: Headers | None = None
-        self._read_error: BaseException | None = None
-        self.request_headers_read = 0
-        self._want_all = False
-        self._head_sent = False
-        self._no_body = False
-        self._length_left: int | None = None
-        self._response_done = False
-        self._reset = False
-        self.tunnel = False
-        self.status: int | None = None
-        self.bytes_sent = 0
 
     def __repr__(self) -> str:
         h = self.request_headers
@@ -89,10 +90,15 @@ class H2Stream(Stream):
             self._ack()
         self._wake()
 
-    def _feed_trailers(self, raw: Any) -> None:
-        self._trailers = Headers(
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in raw if n[:1] != b":"
-        )
+    def _feed_trailers(self, trailers: Headers) -> None:
+        self._trailers = trailers
+
+    def _malformed(self, reason: str) -> None:
+        """Malformed trailers: the stream was reset (PROTOCOL_ERROR); reads raise 400."""
+        self._reset = True
+        if self._read_error is None:
+            self._read_error = ProtocolError(reason, 400)
+        self._disconnect()
 
     def _feed_end(self) -> None:
         self._body_done = True
@@ -171,24 +177,22 @@ class H2Stream(Stream):
                 raise StreamStateError("headers after the response head are trailers: end_stream")
             if self._length_left:
                 raise ValueError(f"body ended {self._length_left} bytes short of content-length")
-            conn._send_headers(self, response_fields(headers, trailers=True), True)
+            conn._send_headers(self, response_fields(headers), True)
             self._complete()
             return
-        status = response_status(headers)
+        fields, status, length, dated = response_head(headers)
         if status < 200:
             if status == 101:
                 raise ValueError("101 Switching Protocols does not exist in HTTP/2")
-            conn._send_headers(self, response_fields(headers), False)
+            conn._send_headers(self, fields, False)
             await conn._wait_writable(timeout)
             return
-        fields = response_fields(headers)
-        length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit() or len(headers.get_as_sequence("content-length")) > 1:
+            if not length.isdigit():
                 raise ValueError(f"bad content-length {length!r}")
             self._length_left = int(length)
-        if headers.get("date") is None:
-            fields.append(HeaderTuple(b"date", conn.host.date().encode("ascii")))
+        if not dated:
+            fields.append((b"date", conn.host.date().encode("ascii")))
         # RFC 9110 sections 9.3.2, 15.3.5, 15.4.5: no body for HEAD, 204 and 304
         self._no_body = self._head_request or status in (204, 304)
         if self._no_body:
@@ -226,58 +230,17 @@ class H2Stream(Stream):
         self.bytes_sent += size
         if self._no_body:
             data = b""
+        if self._send_fitting(data, end_stream):  # most writes: nothing to wait for
+            if end_stream:
+                self._complete()
+            elif self.connection._write_paused:
+                await self.connection._wait_writable(timeout)
+            return
         if timeout is None:  # no Timeout object on the hot path (it showed in profiles)
             await self._write_body(data, end_stream)
         else:
             async with asyncio.timeout(timeout):
                 await self._write_body(data, end_stream)
-
-    async def _write_body(self, data: Any, end_stream: bool) -> None:
-        await self._send_data(data, end_stream)
-        if end_stream:
-            self._complete()
-        elif self.connection._write_paused:
-            await self.connection._wait_writable(None)
-
-    async def _send_data(self, data: Any, end_stream: bool) -> None:
-        """Send ``data`` in frames as the send windows allow (RFC 9113 section 6.9)."""
-        view = memoryview(data)
-        sid = self.stream_id
-        conn = self.connection
-        h2c = conn.h2
-        while True:
-            conn._check(self)
-            size = len(view)
-            if not size and not end_stream:
-                return
-            try:
-                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
-                if size and window <= 0:
-                    await self._wait_window()
-                    continue
-                n = min(window, size)
-                last = n == size
-                h2c.send_data(sid, bytes(view[:n]), end_stream=end_stream and last)
-            except h2.exceptions.ProtocolError as exc:
-                raise conn._h2_error(exc) from None
-            if last:
-                conn._flush_soon()
-                return
-            view = view[n:]
-
-    async def _wait_window(self) -> None:
-        conn = self.connection
-        conn._flush()  # what fits must leave before waiting: it is what opens the window
-        waiter = conn._windows[self.stream_id] = conn.loop.create_future()
-        try:
-            async with asyncio.timeout(finite(conn._options.write_timeout)):
-                await waiter
-        except TimeoutError:
-            # write_timeout: the client opened no window; the others on the connection live on
-            self.rst_stream(ErrorCodes.CANCEL)
-            raise BrokenPipeError("the client opened no window for write_timeout") from None
-        finally:
-            conn._windows.pop(self.stream_id, None)
 
     def _complete(self) -> None:
         self._response_done = True
@@ -298,8 +261,8 @@ class H2Stream(Stream):
             The pushed stream: write its response with ``write_headers``/``write_chunk``.
 
         Raises:
-            StreamStateError: the client disabled push (``SETTINGS_ENABLE_PUSH`` 0), or this
-                stream's response is complete.
+            StreamStateError: the client disabled push (``SETTINGS_ENABLE_PUSH`` 0) or sent
+                GOAWAY, or this stream's response is complete.
         """
         if self._response_done or self._reset:
             raise StreamStateError("cannot push on a finished stream")
@@ -308,6 +271,8 @@ class H2Stream(Stream):
         h2c = conn.h2
         if not h2c.remote_settings.enable_push:
             raise StreamStateError("the client disabled server push (SETTINGS_ENABLE_PUSH 0)")
+        if conn._peer_goaway:  # RFC 9113 section 6.8: no new streams after the client's GOAWAY
+            raise StreamStateError("the client sent GOAWAY: no new streams")
         promised = h2c.get_next_available_stream_id()
         pseudo = [
             HeaderTuple(n.encode("latin-1"), v.encode("latin-1"))
@@ -315,9 +280,7 @@ class H2Stream(Stream):
             if n[0] == ":"
         ]
         try:
-            h2c.push_stream(
-                self.stream_id, promised, pseudo + response_fields(headers, trailers=True)
-            )
+            h2c.push_stream(self.stream_id, promised, pseudo + response_fields(headers))
         except h2.exceptions.ProtocolError as exc:
             raise conn._h2_error(exc) from None
         pushed = H2Stream(conn, promised, headers, body_done=True)
@@ -342,7 +305,9 @@ class H2Stream(Stream):
 
     def _end(self, status: int) -> None:
         if self._response_done or self._reset:
-            self.connection._stream_done(self)  # the handler is gone: forget the stream
+            conn = self.connection
+            if conn._streams.get(self.stream_id) is self:  # (most are forgotten already)
+                conn._stream_done(self)  # the handler is gone: forget the stream
             return
         if self._head_sent:
             self.rst_stream(ErrorCodes.INTERNAL_ERROR)
@@ -367,19 +332,3 @@ class H2Stream(Stream):
         except BrokenPipeError:
             return
         self._complete()
-
-    def _send_now(self, fields: list[Any], body: bytes) -> None:
-        """A whole small response at once (no waiting: ``_end`` is not a coroutine)."""
-        conn = self.connection
-        conn._check(self)
-        h2c, sid = conn.h2, self.stream_id
-        try:
-            if body and h2c.local_flow_control_window(sid) < len(body):
-                fields[2] = HeaderTuple(b"content-length", b"0")  # no window: no body
-                body = b""
-            h2c.send_headers(sid, fields, end_stream=not body)
-            if body:
-                h2c.send_data(sid, body, end_stream=True)
-        except h2.exceptions.ProtocolError as exc:
-            raise BrokenPipeError(str(exc)) from None
-        conn._flush_soon()

@@ -5,36 +5,40 @@ becomes an :class:`~prefork.aio.h2stream.H2Stream` whose ``onstream`` runs in a 
 own; what h2 queues is written once per loop iteration. One deadline: set-up until the first
 bytes, ``intra_stream_timeout`` while no stream is open. Flow control (RFC 9113 section 5.2):
 a body returns to the client's window as its handler reads it, the connection window is
-opened wide at start. ``close_gracefully()`` sends GOAWAY (RFC 9113 section 6.8): streams
-taken finish, later ones are refused. :func:`upgrade_h2c` turns an HTTP/1.1 ``Upgrade: h2c``
-request into stream 1 of a new connection (RFC 7540 section 3.2). docs/http2.md has more.
+opened wide at start. GOAWAY both ways and closing are :mod:`prefork.aio.h2close`.
+:func:`upgrade_h2c` turns an HTTP/1.1 ``Upgrade: h2c`` request into stream 1 of a new
+connection (RFC 7540 section 3.2). docs/http2.md has more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 import h2.events as ev
 import h2.exceptions
 from h2.connection import ConnectionState
-from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from prefork.aio.common import TAKEN, Endpoints
 from prefork.aio.deadline import Deadline
+from prefork.aio.h2close import NO_GOAWAY, H2Closing
+from prefork.aio.h2send import H2Sending
 from prefork.aio.h2stream import H2Stream
 from prefork.aio.host import ConnectionHost
 from prefork.headers import Headers
 from prefork.protocol import http2 as proto
 from prefork.protocol.proxy import ProxyHeader
 
+log = logging.getLogger("prefork.server")
+
 if TYPE_CHECKING:  # the h2c switch takes an HTTP/1 connection over (http1 imports us)
     from prefork.aio.http1 import H1Connection
     from prefork.protocol.http1 import RequestInfo
 
 
-class H2Connection(Endpoints, asyncio.Protocol):
+class H2Connection(H2Closing, Endpoints, asyncio.Protocol):
     """An HTTP/2 server connection (the stream's ``connection`` attribute).
 
     Attributes:
@@ -72,9 +76,10 @@ class H2Connection(Endpoints, asyncio.Protocol):
         self._windows: dict[int, asyncio.Future[None]] = {}
         self._closed = False
         self._peer_eof = False
-        self._last_stream = 2**31 - 1  # streams above it are refused (after our GOAWAY)
-        self._goaway_sent = False
-        self._closing = False  # close_gracefully() waits for a first request
+        self._goaway = NO_GOAWAY
+        self._goaway_timer: asyncio.TimerHandle | None = None
+        self._peer_goaway = False
+        self._closing = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._write_deadline: Deadline | None = None  # made the first time writing pauses
@@ -111,7 +116,8 @@ class H2Connection(Endpoints, asyncio.Protocol):
                 self._deadline.arm(self._options.intra_stream_timeout)
         try:
             events = self._proto.receive_data(data, self.loop.time())
-        except proto.ConnectionClosed:
+        except proto.ConnectionClosed as exc:
+            log.debug("HTTP/2 connection error from %s: %s", self.peername(), exc)
             self._flush()  # the GOAWAY h2 or the defences queued
             self.transport.close()
             return
@@ -145,6 +151,8 @@ class H2Connection(Endpoints, asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._goaway_timer is not None:
+            self._goaway_timer.cancel()
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             stream._lost()
@@ -175,13 +183,19 @@ class H2Connection(Endpoints, asyncio.Protocol):
         self._deadline.clear()  # the handler's time is its own
         self.host.add_stream(stream)
 
-    def _on_request(self, event: ev.RequestReceived) -> None:
-        sid = event.stream_id
-        if sid > self._last_stream:
-            # RFC 9113 section 6.8: opened after our GOAWAY; the client may retry elsewhere.
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
-            return
-        self._open_stream(sid, proto.request_headers(event.headers))
+    def _on_request(self, event: proto.Request) -> None:
+        self._open_stream(event.stream_id, event.headers)
+
+    def _on_refused(self, event: proto.Refused) -> None:
+        # malformed (a stream error, RFC 9113 section 8.1.1), past the limit or after GOAWAY
+        log.debug(
+            "HTTP/2 stream %d from %s reset: %s", event.stream_id, self.peername(), event.reason
+        )
+        stream = self._streams.pop(event.stream_id, None)
+        if stream is not None:  # malformed trailers: a read raises, no answer can go out
+            stream._malformed(event.reason)
+            self._wake_windows(event.stream_id)
+            self._check_idle()
 
     def _on_data(self, event: ev.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
@@ -191,7 +205,7 @@ class H2Connection(Endpoints, asyncio.Protocol):
         else:
             stream._feed(event.data, event.flow_controlled_length)
 
-    def _on_trailers(self, event: ev.TrailersReceived) -> None:
+    def _on_trailers(self, event: proto.Trailers) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             stream._feed_trailers(event.headers)
@@ -215,14 +229,9 @@ class H2Connection(Endpoints, asyncio.Protocol):
         if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
             self._wake_windows(None)  # RFC 9113 section 6.9.2: every stream window moved
 
-    def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
-        # h2 allows no more frames after the peer's GOAWAY: what is left cannot be answered.
-        self._flush()
-        self.transport.close()
-
     # -- for streams ---------------------------------------------------------------------------
 
-    def _check(self, stream: H2Stream) -> None:
+    def _check(self, stream: H2Sending) -> None:
         if stream._reset or self._closed or self.transport.is_closing():
             raise BrokenPipeError("stream reset" if stream._reset else "connection closed")
 
@@ -273,15 +282,6 @@ class H2Connection(Endpoints, asyncio.Protocol):
         self._streams.pop(stream.stream_id, None)
         self._check_idle()
 
-    def _check_idle(self) -> None:
-        if self._streams or self._closed:
-            return
-        if self._goaway_sent or self._peer_eof:
-            self._flush()
-            self.transport.close()
-        else:
-            self._deadline.arm(self._options.intra_stream_timeout)
-
     # -- writing ---------------------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -309,42 +309,6 @@ class H2Connection(Endpoints, asyncio.Protocol):
         if drain is not None and not drain.done():
             drain.set_result(None)
 
-    # -- closing and deadlines -------------------------------------------------------------------
-
-    def close_gracefully(self) -> None:
-        """GOAWAY: open streams finish, new ones are refused; close after the last.
-
-        A connection that has not opened a stream yet was handed to us to be served (a
-        retiring worker still serves what the master gave it, as on HTTP/1): it gets a
-        short grace (at most 1 s) for its first requests, then the GOAWAY.
-        """
-        if self._closed or self.transport.is_closing():
-            return
-        if not self._streams and not self._goaway_sent and not self.h2.highest_inbound_stream_id:
-            self._closing = True  # data_received comes back here once streams are open
-            self._deadline.arm(min(1.0, self._options.connection_setup_timeout))
-            return
-        self._closing = False
-        if not self._goaway_sent:
-            self._goaway_sent = True
-            self._last_stream = self.h2.highest_inbound_stream_id
-            self._flush()
-            self.transport.write(proto.goaway_frame(self._last_stream))
-        self._check_idle()
-
-    def close(self) -> None:
-        """Close the connection now (buffered output is still flushed)."""
-        if not self._closed:
-            self._flush()
-            self.transport.close()
-
-    def _timed_out(self) -> None:
-        if self._closed or self._streams:
-            return
-        self._proto.close(ErrorCodes.NO_ERROR)  # idle: GOAWAY, then close (RFC 9113 6.8)
-        self._flush()
-        self.transport.close()
-
     # -- lua-http connection methods -------------------------------------------------------------
 
     async def take_socket(self) -> Any:
@@ -353,14 +317,16 @@ class H2Connection(Endpoints, asyncio.Protocol):
 
 
 _HANDLERS: dict[type, Any] = {
-    ev.RequestReceived: H2Connection._on_request,
+    proto.Request: H2Connection._on_request,
+    proto.Refused: H2Connection._on_refused,
     ev.DataReceived: H2Connection._on_data,
-    ev.TrailersReceived: H2Connection._on_trailers,
+    proto.Trailers: H2Connection._on_trailers,
     ev.StreamEnded: H2Connection._on_end,
     ev.StreamReset: H2Connection._on_reset,
     ev.WindowUpdated: H2Connection._on_window,
     ev.RemoteSettingsChanged: H2Connection._on_settings,
     ev.ConnectionTerminated: H2Connection._on_goaway,
+    ev.PingAckReceived: H2Connection._on_ping_ack,
 }
 
 
