@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench.measure import BUSY_CORES
+from tools.bench.measure import busy_notes
 from tools.bench.servers import (
     BALANCED,
     BASELINE,
@@ -87,14 +87,7 @@ def tls_notes(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]
             "The load generator used more than 0.9 of its core (a TLS client pays for each "
             "handshake too), so these rows may understate the server: " + ", ".join(saturated)
         )
-    if busy := [
-        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0.0) > BUSY_CORES
-    ]:
-        notes.append(
-            f"WARNING: other processes used > {BUSY_CORES} cores during "
-            + ", ".join(busy)
-            + ": rerun those rows on a quiet machine"
-        )
+    notes += busy_notes(rows)
     return notes
 
 
@@ -177,14 +170,7 @@ def master_notes(
             "Less than half a core busy (server + wrk), so bound by latency, not CPU: "
             + ", ".join(lazy)
         )
-    if busy := [
-        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0) > BUSY_CORES
-    ]:
-        notes.append(
-            f"WARNING: other processes used > {BUSY_CORES} cores during "
-            + ", ".join(busy)
-            + ": rerun those rows on a quiet machine"
-        )
+    notes += busy_notes(rows)
     return notes
 
 
@@ -289,12 +275,5 @@ def apps_notes(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str
             "The server used less than 0.9 of its core, so it was not the limit (wrk, latency): "
             + ", ".join(lazy)
         )
-    if busy := [
-        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0) > BUSY_CORES
-    ]:
-        notes.append(
-            f"WARNING: other processes used > {BUSY_CORES} cores during "
-            + ", ".join(busy)
-            + ": rerun those rows on a quiet machine"
-        )
+    notes += busy_notes(rows)
     return notes

@@ -5,10 +5,25 @@ from __future__ import annotations
 import contextlib
 import resource
 import time
+from typing import Any
 
 import psutil
 
 BUSY_CORES = 0.2  # other processes using more than this during a row make it suspect
+
+
+def busy_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """The report's warning about rows during which other processes were busy, if any."""
+    busy = [
+        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0) > BUSY_CORES
+    ]
+    if not busy:
+        return []
+    return [
+        f"WARNING: other processes used > {BUSY_CORES} cores during "
+        + ", ".join(busy)
+        + ": rerun those rows on a quiet machine"
+    ]
 
 
 def rss_kib(pid: int) -> float:

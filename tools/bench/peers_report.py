@@ -9,7 +9,7 @@ import subprocess
 from typing import Any
 
 from tools.bench.goals import _dist_versions, cpu_us_per_request, measured_row
-from tools.bench.measure import BUSY_CORES
+from tools.bench.measure import busy_notes
 from tools.bench.peers_servers import FAST, FAST_W2, LUA, PURE
 from tools.bench.servers import BASELINE
 
@@ -139,12 +139,5 @@ def peers_notes(
             "The server used less than 0.9 of a core, so it was not the limit (latency, the load "
             "generator, or a worker left idle): " + ", ".join(lazy)
         )
-    if busy := [
-        f"{r['server']} / {r['scenario']}" for r in rows if r.get("other_cores", 0) > BUSY_CORES
-    ]:
-        notes.append(
-            f"WARNING: other processes used > {BUSY_CORES} cores during "
-            + ", ".join(busy)
-            + ": rerun those rows on a quiet machine"
-        )
+    notes += busy_notes(rows)
     return notes
