@@ -73,6 +73,24 @@ class Headers:
                     raise ValueError(f"field must have 2 or 3 items, got {len(field)}")
                 self.append(*field)
 
+    @classmethod
+    def from_lowercase(cls, pairs: list[tuple[str, str]]) -> Headers:
+        """Make headers from ``(name, value)`` str pairs whose names are in lower case already
+        (a parser's fields), without checks or copies: the list becomes the headers' own.
+        ``never_index`` takes its default for each name."""
+        self = cls.__new__(cls)
+        index: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(pairs):
+            positions = index.get(name)
+            if positions is None:
+                index[name] = [i]
+            else:
+                positions.append(i)
+        self._pairs = pairs
+        self._never = [name in NEVER_INDEX_DEFAULTS for name, _ in pairs]
+        self._index = index
+        return self
+
     def append(self, name: Text, value: Text, never_index: bool | None = None) -> None:
         """Append a field at the end; earlier fields with the same name are kept.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import importlib
+import importlib.util
 import math
 import socket
 from collections.abc import Callable, Mapping
@@ -164,6 +165,37 @@ class Choice(Kind):
 
     def show(self, value: Any) -> str:
         return next((w for w, v in self.names.items() if v == value), str(value))
+
+
+@dataclass(frozen=True)
+class Implementation(Kind):
+    """``auto``, the portable implementation, or the fast one, which needs its package (the
+    ``prefork[fast]`` extra); ``auto`` picks the fast one when it is installed. Naming the fast
+    one without its package is an error at start-up, naming the option."""
+
+    portable: str
+    fast: str  # also the name of the package it needs
+
+    def describe(self) -> str:
+        return (
+            f"`auto`, `{self.portable}` or `{self.fast}` (needs the {self.fast} package: "
+            "`pip install 'prefork[fast]'`)"
+        )
+
+    def argparse(self) -> dict[str, Any]:
+        return {"choices": ("auto", self.portable, self.fast)}
+
+    def check(self, value: Any, label: str) -> str:
+        if value not in ("auto", self.portable, self.fast) or not isinstance(value, str):
+            raise ValueError(
+                f"{label} must be one of 'auto', {self.portable!r}, {self.fast!r}; got {value!r}"
+            )
+        if value == self.fast and importlib.util.find_spec(self.fast) is None:
+            raise ValueError(
+                f"{label} {value}: the {self.fast} package is not installed "
+                "(pip install 'prefork[fast]')"
+            )
+        return value
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ class Server:
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = aioloop.new_loop()
+            self._loop = aioloop.new_loop(self._options.loop)
             self._own_loop = True
         return self._loop
 
@@ -266,16 +266,12 @@ class Server:
 
     def _finish(self) -> None:
         # Close the loop we made once nothing can use it any more.
-        if (
-            self._closed
-            and self._own_loop
-            and not self._finished
-            and self.empty()
-            and self._loop is not None
-            and not self._loop.is_running()
-        ):
+        loop = self._loop
+        if self._closed and self._own_loop and not self._finished and self.empty():
+            if loop is None or loop.is_running():
+                return
             self._finished = True
-            self._loop.close()
+            loop.close()
 
     # -- driving the loop --------------------------------------------------------------------------
 

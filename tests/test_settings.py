@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -54,18 +55,22 @@ def test_the_option_dataclasses_are_the_tables_server_entries():
         assert {f.name for f in dataclasses.fields(cls)} == table
         for field in dataclasses.fields(cls):
             if field.default is not dataclasses.MISSING:
-                assert field.default == SETTINGS[field.name].default, field.name
+                assert field.default == SETTINGS[field.name].for_library, field.name
 
 
 def test_the_command_passes_the_library_defaults_to_every_worker():
-    """The backlog was 2048 for the command and 1024 for listen(): one value now. Only tls
-    differs on purpose (the command does not generate a certificate unless asked)."""
+    """The backlog was 2048 for the command and 1024 for listen(): one value now. Only tls and
+    loop differ on purpose: the command does not generate a certificate unless asked, and the
+    library's own loop stays asyncio's, whose fd ``pollfd()`` gives an external main loop
+    (unless $PREFORK_LOOP says otherwise)."""
     command = config.merge({}, {})
     library = ServerOptions(onstream=noop)
     differ = {n for n in WORKER_OPTIONS if command[n] != getattr(library, n)}
-    assert differ == {"tls"}
+    assert differ == ({"tls"} if os.environ.get("PREFORK_LOOP") else {"tls", "loop"})
     assert command["backlog"] == library.backlog == 2048
     assert (command["tls"], library.tls) == (False, None)
+    if not os.environ.get("PREFORK_LOOP"):
+        assert (command["loop"], library.loop) == ("auto", "asyncio")
 
 
 def test_the_parser_has_every_flag_and_leaves_unset_options_to_the_file():

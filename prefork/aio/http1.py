@@ -59,7 +59,7 @@ class H1Connection(asyncio.Protocol):
         self._options = options = host.options
         self.version: float = options.version or 1.1
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self._parser = http1.RequestParser(host.limits)
+        self._parser = http1.RequestParser(host.limits, self.scheme, host.split)
         self._stream: H1Stream | None = None
         self._state = SETUP
         self._closing = False
@@ -177,10 +177,9 @@ class H1Connection(asyncio.Protocol):
             self.transport.abort()
             self.host.report(self, "get_next_incoming_stream", exc)
 
-    def _on_request(self, event: http1.Request) -> None:
+    def _on_request(self, info: http1.Request) -> None:
         self._deadline.clear()  # the handler's time is its own
-        info = http1.describe_request(event, self.scheme)
-        if info.headers.has("http2-settings") and upgrade_h2c(self, info):
+        if "http2-settings" in info.headers and upgrade_h2c(self, info):
             return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
         stream = self._stream = H1Stream(self, info)
         self.host.add_stream(stream)

@@ -29,7 +29,9 @@ from typing import Any
 
 import prefork.server
 from prefork import logs
+from prefork.aio import loop as aioloop
 from prefork.process import fdpass, wire
+from prefork.settings import DEFAULTS
 
 log = logging.getLogger("prefork.worker")
 
@@ -78,8 +80,8 @@ class Worker:
         self._beat: asyncio.TimerHandle | None = None
 
     def run(self) -> None:
-        """Serve on a new event loop until closed (blocking)."""
-        loop = asyncio.new_event_loop()
+        """Serve on a new event loop (the ``loop`` server option's kind) until closed."""
+        loop = aioloop.new_loop(self.server_options.get("loop", DEFAULTS["loop"]))
         try:
             loop.run_until_complete(self.serve())
         finally:
