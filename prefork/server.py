@@ -217,6 +217,8 @@ class Server:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._host.opening += 1
+        if self._accepting:  # counted now (for max_concurrent): its set-up may end late
+            self._update_accepting()
         self._host.spawn(self._open(sock, loop))
         return True
 

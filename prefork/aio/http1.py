@@ -319,6 +319,13 @@ class H1Connection(asyncio.Protocol):
             try:
                 async with asyncio.timeout(finite(self._options.write_timeout)):
                     await self.loop.sendfile(self.transport, file, offset, piece)
+            except NotImplementedError:
+                # uvloop has no loop.sendfile: the piece goes through the transport (a copy;
+                # a client that reads nothing meets the write deadline of pause_writing)
+                data = os.pread(file.fileno(), piece, offset)
+                if len(data) < piece:
+                    raise EOFError("the file got shorter while it was sent") from None
+                self._write(data)
             except TimeoutError:
                 self.transport.abort()
                 raise BrokenPipeError("the client read nothing for write_timeout") from None
