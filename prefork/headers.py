@@ -80,14 +80,20 @@ class Headers:
         ``never_index`` takes its default for each name."""
         self = cls.__new__(cls)
         index: dict[str, list[int]] = {}
-        for i, (name, _) in enumerate(pairs):
-            positions = index.get(name)
-            if positions is None:
-                index[name] = [i]
+        i = 0
+        for name, _ in pairs:
+            if name in index:
+                index[name].append(i)
             else:
-                positions.append(i)
+                index[name] = [i]
+            i += 1
+        never = [False] * i
+        if not NEVER_INDEX_DEFAULTS.isdisjoint(index):
+            for name in NEVER_INDEX_DEFAULTS:
+                for position in index.get(name, ()):
+                    never[position] = True
         self._pairs = pairs
-        self._never = [name in NEVER_INDEX_DEFAULTS for name, _ in pairs]
+        self._never = never
         self._index = index
         return self
 

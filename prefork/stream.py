@@ -37,13 +37,12 @@ class Stream(abc.ABC):
     bytes_sent: int
     #: True once the client has gone away (see :meth:`wait_disconnected`).
 
+    # Class defaults, set on the instance when they change: a stream is made per request.
     _gone: asyncio.Future[None] | None = None  # made by the first wait_disconnected()
     _task: Any = None  # the task running onstream for it (set by prefork.hosting.Host)
     disconnected = False  # set on the instance when the client goes
-
-    def __init__(self) -> None:
-        self._unget: list[bytes] = []
-        self._waiter: asyncio.Future[None] | None = None
+    _unget: list[bytes] | None = None  # a list once unget() is called
+    _waiter: asyncio.Future[None] | None = None  # while a reader waits for the connection
 
     # -- waiting for the connection ------------------------------------------------------------
 
@@ -148,6 +147,8 @@ class Stream(abc.ABC):
     def unget(self, data: bytes) -> None:
         """Put ``data`` back in front of the body: the next read returns it first."""
         if data:
+            if self._unget is None:
+                self._unget = []
             self._unget.append(bytes(data))
 
     async def get_body_as_string(self, timeout: float | None = None) -> bytes:

@@ -179,7 +179,7 @@ class H1Connection(asyncio.Protocol):
 
     def _on_request(self, info: http1.Request) -> None:
         self._deadline.clear()  # the handler's time is its own
-        if "http2-settings" in info.headers and upgrade_h2c(self, info):
+        if info.upgrade and info.headers.has("http2-settings") and upgrade_h2c(self, info):
             return  # Upgrade: h2c, RFC 7540 section 3.2: now HTTP/2, the request is stream 1
         stream = self._stream = H1Stream(self, info)
         self.host.add_stream(stream)
@@ -287,13 +287,15 @@ class H1Connection(asyncio.Protocol):
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | list[bytes]) -> None:
         # is_closing() too: after a send error asyncio drops writes silently and reports the
         # loss only in a later callback, which a handler that never yields would not let run.
         if self._state >= CLOSED or self.transport.is_closing():
             raise BrokenPipeError("connection closed")
-        if data:
-            self.transport.write(data)
+        if type(data) is list:  # pieces: asyncio (3.11) joins them, uvloop sends one writev()
+            self.transport.writelines(data)
+        elif data:
+            self.transport.write(data)  # type: ignore[arg-type]
 
     async def _wait_writable(self, timeout: float | None) -> None:
         while self._write_paused and self._state < CLOSED:
@@ -319,9 +321,7 @@ class H1Connection(asyncio.Protocol):
             try:
                 async with asyncio.timeout(finite(self._options.write_timeout)):
                     await self.loop.sendfile(self.transport, file, offset, piece)
-            except NotImplementedError:
-                # uvloop has no loop.sendfile: the piece goes through the transport (a copy;
-                # a client that reads nothing meets the write deadline of pause_writing)
+            except NotImplementedError:  # uvloop has none: a copy, under pause_writing's deadline
                 data = os.pread(file.fileno(), piece, offset)
                 if len(data) < piece:
                     raise EOFError("the file got shorter while it was sent") from None

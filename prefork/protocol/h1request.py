@@ -42,6 +42,8 @@ class Request:
         keep_alive: whether the request lets the connection persist (RFC 9112 section 9.3).
         expects_continue: an HTTP/1.1 request with ``Expect: 100-continue``.
         body_length: the Content-Length (0: no body), or None for a chunked body.
+        upgrade: whether it has an ``Upgrade`` field (RFC 9110 section 7.8), so that the glue
+            looks further (``h2c``, WebSocket) only then.
     """
 
     __slots__ = (
@@ -51,6 +53,7 @@ class Request:
         "keep_alive",
         "method",
         "target",
+        "upgrade",
         "version",
     )
 
@@ -63,6 +66,7 @@ class Request:
         keep_alive: bool,
         expects_continue: bool,
         body_length: int | None,
+        upgrade: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -71,6 +75,7 @@ class Request:
         self.keep_alive = keep_alive
         self.expects_continue = expects_continue
         self.body_length = body_length
+        self.upgrade = upgrade
 
     def __repr__(self) -> str:
         return f"<Request {self.method!r} {self.target!r} HTTP/{self.version}>"
@@ -96,64 +101,103 @@ def read_request(head: bytes, limits: Limits, scheme: str, split: Splitter) -> R
             version, the field count, the target, then the fields in order.
     """
     match, lowered = check_head(head)
-    method, target, digits = match.group(1, 2, 3)
+    method, target, digits = match.groups()
     text = head.decode("latin-1")
-    fields = split(text, head, match.end(3) + 2)  # past the request line
-    hosts = [v for n, v in fields if n == "host"] if b"\nhost:" in lowered else []
-    framing = _framing(fields, lowered)
-    if framing is not None and framing[1] == "chunked":  # written in lower case for the app
-        fields = [(n, "chunked") if n == "transfer-encoding" else (n, v) for n, v in fields]
-    if len(hosts) > 1:
+    start = len(method) + 1
+    path = text[start : start + len(target)]
+    fields = split(text, head, start + len(target) + 11)  # past the request line
+    hosts = _values(fields, "host") if b"\nhost:" in lowered else []
+    framing = None
+    if b"\ncontent-length:" in lowered or b"\ntransfer-encoding:" in lowered:
+        framing = _framing(fields, lowered)
+        if framing[0] == "transfer-encoding":  # its value reaches the app in lower case
+            fields = [(n, "chunked") if n == "transfer-encoding" else (n, v) for n, v in fields]
+    text_method = text[: start - 1]
+    origin = target[:1] == b"/" and method != b"CONNECT"
+    _check_line(text_method, path, digits, origin, len(hosts), len(fields), limits)
+    version = 1.0 if digits == b"1.0" else 1.1
+    if framing is not None:
+        length = _body_length(framing, version, limits, hosts, lowered)
+    elif hosts and not valid_host(hosts[0]):
+        raise ProtocolError("invalid Host")
+    else:
+        length = 0
+    if origin:
+        pairs = [(":method", text_method), (":path", path), (":scheme", scheme)]
+        if hosts:
+            pairs.append((":authority", hosts[0]))
+    else:
+        pairs, fields = _pseudo(text_method, path, scheme, hosts, fields)
+    pairs += fields
+    keep_alive, expects = version == 1.1, False
+    if b"\nconnection:" in lowered or b"\nexpect:" in lowered:
+        keep_alive, expects = _flags(fields, lowered, version)
+    headers = Headers.from_lowercase(pairs)
+    upgrade = b"\nupgrade:" in lowered
+    return Request(method, target, version, headers, keep_alive, expects, length, upgrade)
+
+
+def _check_line(
+    method: str, target: str, digits: bytes, origin: bool, hosts: int, fields: int, limits: Limits
+) -> None:
+    """The checks of the request line and the Host count, in their order (see read_request)."""
+    if hosts > 1:
         raise ProtocolError("more than one Host")  # RFC 9112 section 3.2: 400
     if not hosts and digits == b"1.1":
         raise ProtocolError("missing Host")
     if digits[:2] != b"1.":  # RFC 9110 section 15.6.6
         raise ProtocolError("HTTP version not supported", 505)
-    if len(fields) > limits.max_header_count:
+    if fields > limits.max_header_count:
         raise ProtocolError("too many header fields", 431)
-    path = text[match.start(2) : match.end(2)]
-    text_method = text[: len(method)]
-    if target[:1] != b"/" or method == b"CONNECT":
-        check_target(text_method, path)
+    if not origin:
+        check_target(method, target)
     if not hosts and digits > b"1.1":
         # RFC 9110 section 2.5: served as 1.1, so RFC 9112 section 3.2 applies
         raise ProtocolError("missing Host")
-    version = 1.0 if digits == b"1.0" else 1.1
-    length = _body_length(framing, version, limits, hosts, lowered)
-    pairs = [(":method", text_method)]
-    if method == b"CONNECT":  # RFC 9113 section 8.5: no :path, :authority from the target
-        pairs.append((":authority", path))
-    elif target[:1] == b"/" or target == b"*":
-        pairs += ((":path", path), (":scheme", scheme))
+
+
+def _values(fields: list[tuple[str, str]], name: str) -> list[str]:
+    """The values of the fields called ``name``."""
+    values = []
+    for n, v in fields:
+        if n == name:
+            values.append(v)
+    return values
+
+
+def _pseudo(
+    method: str, target: str, scheme: str, hosts: list[str], fields: list[tuple[str, str]]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The pseudo-headers of a request whose target is not origin-form, and its fields."""
+    pairs = [(":method", method)]
+    if method == "CONNECT":  # RFC 9113 section 8.5: no :path, :authority from the target
+        pairs.append((":authority", target))
+    elif target == "*":
+        pairs += ((":path", target), (":scheme", scheme))
         if hosts:
             pairs.append((":authority", hosts[0]))
     else:
         # RFC 9112 section 3.2.2: the target's authority; a Host field gets its value
-        target_scheme, authority, path = split_absolute(text_method, path)
+        target_scheme, authority, path = split_absolute(method, target)
         pairs += ((":path", path), (":scheme", target_scheme), (":authority", authority))
         fields = [("host", authority) if n == "host" else (n, v) for n, v in fields]
-    pairs += fields
-    keep_alive, expects = _flags(fields, lowered, version)
-    return Request(
-        method, target, version, Headers.from_lowercase(pairs), keep_alive, expects, length
-    )
+    return pairs, fields
 
 
-def _framing(fields: list[tuple[str, str]], lowered: bytes) -> tuple[str, str] | None:
-    """The framing field, ``(name, value)``, if any: check_head let one kind through, and at
-    most one Content-Length. Raises for a length that is no number (400) and for a transfer
-    coding other than chunked (501: RFC 9112 section 6.1 allows a server to refuse it)."""
+def _framing(fields: list[tuple[str, str]], lowered: bytes) -> tuple[str, str]:
+    """The framing field, ``(name, value)``, of a head with one: check_head let one kind
+    through, and at most one Content-Length. Raises for a length that is no number (400) and
+    for a transfer coding other than chunked (501: RFC 9112 section 6.1 lets a server refuse
+    it)."""
     if b"\ncontent-length:" in lowered:
-        value = next(v for n, v in fields if n == "content-length")
+        value = _values(fields, "content-length")[0]
         if not (value.isascii() and value.isdigit()):
             raise ProtocolError("Content-Length is not a number")
         return "content-length", value
-    if b"\ntransfer-encoding:" in lowered:
-        codings = [v for n, v in fields if n == "transfer-encoding"]
-        if len(codings) > 1 or codings[0].lower() != "chunked":
-            raise ProtocolError("transfer coding other than chunked", 501)
-        return "transfer-encoding", "chunked"
-    return None
+    codings = _values(fields, "transfer-encoding")
+    if len(codings) > 1 or codings[0].lower() != "chunked":
+        raise ProtocolError("transfer coding other than chunked", 501)
+    return "transfer-encoding", "chunked"
 
 
 def _body_length(
@@ -202,6 +246,6 @@ def _flags(fields: list[tuple[str, str]], lowered: bytes, version: float) -> tup
     keep_alive = "close" not in tokens if version == 1.1 else "keep-alive" in tokens
     expects = False
     if version == 1.1 and b"\nexpect:" in lowered:
-        expect = [v for n, v in fields if n == "expect"][-1]
+        expect = _values(fields, "expect")[-1]
         expects = expect.lower() == "100-continue"
     return keep_alive, expects

@@ -211,6 +211,8 @@ class RequestParser:
 
     def _next_request(self) -> Any:
         buf = self._buf
+        if not buf:  # between requests on a keep-alive connection: the common case
+            return ConnectionClosed() if self._eof else NEED_DATA
         if buf[:1] == b"\r":  # RFC 9112 section 2.2: ignore empty lines (CRLF) before a request
             buf = self._buf = buf[_EMPTY_LINES.match(buf).end() :]  # type: ignore[union-attr]
             self._scanned = 0
