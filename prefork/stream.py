@@ -23,6 +23,26 @@ from prefork.headers import Headers
 _BLOCK = 65536
 
 
+class _Forever:
+    """An ``async with`` that bounds nothing."""
+
+    async def __aenter__(self) -> None:
+        pass
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+_FOREVER = _Forever()
+
+
+def within(seconds: float | None) -> Any:
+    """``asyncio.timeout(seconds)``, or a context that does nothing when ``seconds`` is None:
+    entering ``asyncio.timeout`` looks up the current task, a ``getpid()`` system call on
+    Python 3.11, which a method called with no timeout (the usual case) need not pay."""
+    return _FOREVER if seconds is None else asyncio.timeout(seconds)
+
+
 class Stream(abc.ABC):
     """Base class of HTTP/1 and HTTP/2 streams (server side)."""
 
@@ -159,7 +179,7 @@ class Stream(abc.ABC):
                 a handler that lets it pass answers 413. Stream bigger bodies with
                 :meth:`get_next_chunk` or :meth:`save_body_to_file`.
         """
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             parts = []
             size = 0
             while (chunk := await self.get_next_chunk()) is not None:
@@ -179,7 +199,7 @@ class Stream(abc.ABC):
             raise ValueError("n must be >= 0")
         parts: list[bytes] = []
         have = 0
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             while have < n:
                 chunk = await self.get_next_chunk()
                 if chunk is None:
@@ -210,7 +230,7 @@ class Stream(abc.ABC):
         buf = bytearray()
         regex = None if plain else re.compile(pattern)
         start = 0  # a literal cannot match before here: the buffer is searched once
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             while True:
                 if regex is None:
                     at = buf.find(pattern, start)
@@ -230,7 +250,7 @@ class Stream(abc.ABC):
 
     async def save_body_to_file(self, file: IO[bytes], timeout: float | None = None) -> None:
         """Write the rest of the request body to ``file`` (a binary file object)."""
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             while (chunk := await self.get_next_chunk()) is not None:
                 file.write(chunk)
 
@@ -255,7 +275,7 @@ class Stream(abc.ABC):
         self, file: IO[bytes], count: int | None = None, timeout: float | None = None
     ) -> None:
         """Send ``count`` bytes (None: to the end) of ``file`` from its position, then finish."""
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             left = count
             while left is None or left > 0:
                 data = file.read(_BLOCK if left is None else min(_BLOCK, left))

@@ -6,7 +6,6 @@ and writes through it; the framing itself is :class:`~prefork.protocol.ResponseF
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from prefork.aio.common import CLOSED, error_response, response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
 from prefork.protocol.h1response import NO_BODY, ResponseFramer
-from prefork.stream import Stream
+from prefork.stream import Stream, within
 
 if TYPE_CHECKING:
     from prefork.aio.http1 import H1Connection
@@ -278,7 +277,7 @@ class H1Stream(Stream):
         conn = self.connection
         conn._write(self._pending + prefix)
         self._pending = b""
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             if count and framer.mode != NO_BODY:
                 await conn._sendfile(file, offset, count)
         file.seek(offset + count)

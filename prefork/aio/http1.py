@@ -37,6 +37,7 @@ from prefork.aio.host import ConnectionHost
 from prefork.aio.http2 import upgrade_h2c
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
+from prefork.stream import within
 
 HIGH_WATER = 256 * 1024
 SENDFILE_PIECE = 256 * 1024  # a client slower than this per write_timeout is cut off
@@ -301,7 +302,7 @@ class H1Connection(asyncio.Protocol):
         while self._write_paused and self._state < CLOSED:
             if self._drain is None:
                 self._drain = self.loop.create_future()
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 await asyncio.shield(self._drain)
         if self._state >= CLOSED or self.transport.is_closing():
             raise BrokenPipeError("connection closed")
