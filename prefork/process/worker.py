@@ -115,6 +115,7 @@ class Worker:
                     log.exception("lifespan shutdown failed")
         finally:
             self._flush_closed()
+            logs.flush_access()
             loop.remove_reader(self.channel.fileno())
             if self.control is not None:
                 loop.remove_reader(self.control)
@@ -240,6 +241,7 @@ class Worker:
         if server is None:
             return
         self._send(wire.beat(server.requests, server.connections))
+        logs.flush_access()
         self._beat = self._loop.call_later(self.heartbeat, self._send_beat)  # type: ignore[union-attr]
 
     def _send(self, message: bytes) -> None:
@@ -342,7 +344,7 @@ def _with_access_log(onstream: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             headers = stream.request_headers
-            logs.ACCESS.info(logs.access_line(stream, headers))
+            logs.access(logs.access_line(stream, headers))
 
     return logged
 
