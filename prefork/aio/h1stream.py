@@ -6,11 +6,12 @@ and writes through it; the framing itself is :class:`~prefork.protocol.ResponseF
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from typing import TYPE_CHECKING, Any
 
-from prefork.aio.common import CLOSED, error_response, response_status
+from prefork.aio.common import CLOSED, error_response, finite, response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
 from prefork.protocol.h1response import NO_BODY, ResponseFramer
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 DRAIN_LIMIT = 256 * 1024  # unread request body read and dropped to keep a connection
 COPY_LIMIT = 16384  # a body piece this large is written without copying it into its framing
+SENDFILE_PIECE = 256 * 1024  # a client slower than this per write_timeout is cut off
 
 
 class H1Stream(Stream):
@@ -279,7 +281,7 @@ class H1Stream(Stream):
         self._pending = b""
         async with within(timeout):
             if count and framer.mode != NO_BODY:
-                await conn._sendfile(file, offset, count)
+                await _send_file(conn, file, offset, count)
         file.seek(offset + count)
         self._complete(suffix + framer.end())
 
@@ -321,3 +323,29 @@ class H1Stream(Stream):
         else:
             self._flush()
             conn.close()
+
+
+async def _send_file(conn: H1Connection, file: Any, offset: int, count: int) -> None:
+    """``count`` bytes of ``file`` from ``offset`` with ``sendfile(2)`` (``loop.sendfile``).
+
+    In pieces, each within ``write_timeout``: sendfile(2) waits for the socket on its own, so a
+    client that stops reading would otherwise hold the connection for ever.
+    """
+    end = offset + count
+    while offset < end:
+        await conn._wait_writable(None)
+        piece = min(SENDFILE_PIECE, end - offset)
+        try:
+            async with asyncio.timeout(finite(conn._options.write_timeout)):
+                await conn.loop.sendfile(conn.transport, file, offset, piece)
+        except NotImplementedError:  # uvloop has none: a copy, under pause_writing's deadline
+            data = os.pread(file.fileno(), piece, offset)
+            if len(data) < piece:
+                raise EOFError("the file got shorter while it was sent") from None
+            conn._write(data)
+        except TimeoutError:
+            conn.transport.abort()
+            raise BrokenPipeError("the client read nothing for write_timeout") from None
+        except ConnectionError as exc:  # asyncio's plain "Connection closed by peer"
+            raise BrokenPipeError(str(exc)) from None
+        offset += piece

@@ -28,7 +28,6 @@ from prefork.aio.common import (
     SETUP,
     TAKEN,
     error_response,
-    finite,
     transport_name,
 )
 from prefork.aio.deadline import Deadline
@@ -40,7 +39,6 @@ from prefork.protocol import http1
 from prefork.stream import within
 
 HIGH_WATER = 256 * 1024
-SENDFILE_PIECE = 256 * 1024  # a client slower than this per write_timeout is cut off
 PIPELINE_LIMIT = 64 * 1024
 LINGER = 2.0
 
@@ -52,6 +50,17 @@ class H1Connection(asyncio.Protocol):
         version: the HTTP version this side speaks: 1.1, or 1.0 when the server pins it.
     """
 
+    # Class defaults, set on the instance when they change: a connection is made per client.
+    transport: asyncio.Transport = None  # type: ignore[assignment]
+    _stream: H1Stream | None = None
+    _state = SETUP
+    _closing = False
+    _peer_eof = False
+    _reading = True
+    _write_paused = False
+    _drain: asyncio.Future[None] | None = None
+    _write_deadline: Deadline | None = None  # made the first time writing pauses
+
     def __init__(self, host: ConnectionHost, tls: Any = None) -> None:
         self.host = host
         self.loop = host.loop
@@ -59,16 +68,7 @@ class H1Connection(asyncio.Protocol):
         self.scheme = "http" if tls is None else "https"
         self._options = options = host.options
         self.version: float = options.version or 1.1
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._parser = http1.RequestParser(host.limits, self.scheme, host.split)
-        self._stream: H1Stream | None = None
-        self._state = SETUP
-        self._closing = False
-        self._peer_eof = False
-        self._reading = True
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._write_deadline: Deadline | None = None  # made the first time writing pauses
         self._deadline = Deadline(self.loop, self._timed_out)
 
     @property
@@ -311,28 +311,6 @@ class H1Connection(asyncio.Protocol):
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
-
-    async def _sendfile(self, file: Any, offset: int, count: int) -> None:
-        # In pieces, each within write_timeout: sendfile(2) waits for the socket on its own,
-        # so a client that stops reading would otherwise hold the connection for ever.
-        end = offset + count
-        while offset < end:
-            await self._wait_writable(None)
-            piece = min(SENDFILE_PIECE, end - offset)
-            try:
-                async with asyncio.timeout(finite(self._options.write_timeout)):
-                    await self.loop.sendfile(self.transport, file, offset, piece)
-            except NotImplementedError:  # uvloop has none: a copy, under pause_writing's deadline
-                data = os.pread(file.fileno(), piece, offset)
-                if len(data) < piece:
-                    raise EOFError("the file got shorter while it was sent") from None
-                self._write(data)
-            except TimeoutError:
-                self.transport.abort()
-                raise BrokenPipeError("the client read nothing for write_timeout") from None
-            except ConnectionError as exc:  # asyncio's plain "Connection closed by peer"
-                raise BrokenPipeError(str(exc)) from None
-            offset += piece
 
     # -- lua-http connection methods -------------------------------------------------------------
 
