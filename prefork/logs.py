@@ -42,12 +42,13 @@ class _Held(logging.StreamHandler):
         self._lines: list[str] = []
 
     def line(self, text: str) -> None:
-        lines = self._lines
-        if not lines:
-            self._since = time.monotonic()
-        lines.append(text)
-        if len(lines) >= _HOLD or time.monotonic() - self._since >= FLUSH_EVERY:
-            self.flush()
+        with self.lock:  # type: ignore[union-attr]  # emit() from another thread: no line lost
+            lines = self._lines
+            if not lines:
+                self._since = time.monotonic()
+            lines.append(text)
+            if len(lines) >= _HOLD or time.monotonic() - self._since >= FLUSH_EVERY:
+                self.flush()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
