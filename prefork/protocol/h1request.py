@@ -114,7 +114,13 @@ def read_request(head: bytes, limits: Limits, scheme: str, split: Splitter) -> R
             fields = [(n, "chunked") if n == "transfer-encoding" else (n, v) for n, v in fields]
     text_method = text[: start - 1]
     origin = target[:1] == b"/" and method != b"CONNECT"
-    _check_line(text_method, path, digits, origin, len(hosts), len(fields), limits)
+    if not (
+        origin
+        and len(hosts) == 1
+        and (digits == b"1.1" or digits == b"1.0")
+        and len(fields) <= limits.max_header_count
+    ):  # else nothing of the request line can fail
+        _check_line(text_method, path, digits, origin, len(hosts), len(fields), limits)
     version = 1.0 if digits == b"1.0" else 1.1
     if framing is not None:
         length = _body_length(framing, version, limits, hosts, lowered)

@@ -136,7 +136,8 @@ class ResponseFramer:
         for name, value in fields:
             if name[0] == ":":
                 continue
-            check_field(name, value)
+            if name not in _good_names or not value.isprintable():
+                check_field(name, value)  # the two tests of check_field, inline when they pass
             if name == "content-length":
                 if not value.isdigit() or length is not None:
                     raise ValueError(f"invalid content-length {value!r}")
