@@ -75,9 +75,12 @@ def settings(args: dict[str, Any], config_path: str | None) -> dict[str, Any]:
     """:func:`merge` with the file at ``config_path`` read now; APP is required.
 
     Raises:
-        UsageError: see :func:`read_config`; no APP, or one not of the form module:callable.
+        UsageError: see :func:`read_config`; no APP, or one not of the form module:callable;
+            an implementation (``--loop``, ``--http``) that is not installed.
     """
     merged = merge(args, read_config(config_path) if config_path else {})
+    for name in ("loop", "http"):  # a default from the environment is checked too
+        merged[name] = _load(name, merged[name], SETTINGS[name].flag)
     if not merged["app"]:
         raise UsageError("APP is required: module:callable or path/to/file.py:callable")
     try:

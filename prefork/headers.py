@@ -74,25 +74,33 @@ class Headers:
                 self.append(*field)
 
     @classmethod
-    def of_lowercase(cls, pairs: list[tuple[str, str]], never: list[bool]) -> Headers:
-        """Headers that take ``pairs`` and ``never`` (one flag per pair) as they are.
+    def of_lowercase(cls, pairs: list[tuple[str, str]], never: list[bool] | None = None) -> Headers:
+        """Headers that take ``pairs`` (and ``never``, one flag per pair) as they are.
 
         For parsers, whose output is already in this form: names are lower-case ``str``
         (HTTP/2 allows no other), values ``str``; nothing is converted or copied, only the
-        index is built. The lists become the object's own.
+        index is built. The lists become the object's own. Without ``never``, each field
+        takes ``never_index``'s default for its name.
         """
-        new = cls.__new__(cls)
-        new._pairs = pairs
-        new._never = never
+        self = cls.__new__(cls)
         index: dict[str, list[int]] = {}
-        for i, (name, _) in enumerate(pairs):
-            positions = index.get(name)
-            if positions is None:
-                index[name] = [i]
+        i = 0
+        for name, _ in pairs:
+            if name in index:
+                index[name].append(i)
             else:
-                positions.append(i)
-        new._index = index
-        return new
+                index[name] = [i]
+            i += 1
+        if never is None:
+            never = [False] * i
+            if not NEVER_INDEX_DEFAULTS.isdisjoint(index):
+                for name in NEVER_INDEX_DEFAULTS:
+                    for position in index.get(name, ()):
+                        never[position] = True
+        self._pairs = pairs
+        self._never = never
+        self._index = index
+        return self
 
     def append(self, name: Text, value: Text, never_index: bool | None = None) -> None:
         """Append a field at the end; earlier fields with the same name are kept.

@@ -21,7 +21,7 @@ from prefork.aio.host import Connection
 from prefork.errors import ProtocolError
 from prefork.health import HealthPath
 from prefork.options import ServerOptions
-from prefork.protocol import forwarded
+from prefork.protocol import forwarded, http1
 from prefork.stream import Stream
 
 log = logging.getLogger("prefork.server")
@@ -75,6 +75,7 @@ class Host:
         self.server = server
         self.options = options
         self.limits = options.limits
+        self.split = http1.splitter(options.http)
         self.bind_host = bind_host
         self.onerror: Callable[..., Any] = options.onerror or default_onerror
         self.closed = False

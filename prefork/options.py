@@ -35,6 +35,8 @@ class ServerOptions:
     connection_setup_timeout: float = DEFAULTS["connection_setup_timeout"]
     intra_stream_timeout: float = DEFAULTS["intra_stream_timeout"]
     version: float | None = DEFAULTS["version"]
+    loop: str = DEFAULTS["loop"]
+    http: str = DEFAULTS["http"]
     cq: asyncio.AbstractEventLoop | None = DEFAULTS["cq"]
     max_concurrent: float = DEFAULTS["max_concurrent"]
     max_request_line: int = DEFAULTS["max_request_line"]

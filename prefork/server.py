@@ -92,7 +92,7 @@ class Server:
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = aioloop.new_loop()
+            self._loop = aioloop.new_loop(self._options.loop)
             self._own_loop = True
         return self._loop
 
@@ -221,6 +221,8 @@ class Server:
         sockets.set_nodelay(sock)
         proxied = self._options.proxy_protocol if proxy_protocol is None else proxy_protocol
         self._host.opening += 1
+        if self._accepting:  # counted now (for max_concurrent): its set-up may end late
+            self._update_accepting()
         self._host.spawn(self._open(sock, self._factories[proxied]))
         return True
 
@@ -270,16 +272,12 @@ class Server:
 
     def _finish(self) -> None:
         # Close the loop we made once nothing can use it any more.
-        if (
-            self._closed
-            and self._own_loop
-            and not self._finished
-            and self.empty()
-            and self._loop is not None
-            and not self._loop.is_running()
-        ):
+        loop = self._loop
+        if self._closed and self._own_loop and not self._finished and self.empty():
+            if loop is None or loop.is_running():
+                return
             self._finished = True
-            self._loop.close()
+            loop.close()
 
     # -- driving the loop --------------------------------------------------------------------------
 

@@ -22,20 +22,19 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from prefork.kinds import (
-    Addresses,
     Bool,
     Choice,
-    Family,
     Function,
+    Implementation,
     Instance,
     Int,
     Kind,
     Number,
     Octal,
-    Peers,
     Str,
     UrlPath,
 )
+from prefork.netkinds import Addresses, Family, Peers
 from prefork.protocol.trust import DEFAULT as DEFAULT_PEERS
 from prefork.protocol.trust import TrustedPeers
 
@@ -58,6 +57,7 @@ class Setting:
     ``shown``: the default in words, when the value says too little (``the CPU count``).
     ``command_default``: the command's default, where it differs from the library's on purpose.
     ``in_config``: whether ``--config`` files may set it (derived key: the long flag's name).
+    ``env``: an environment variable that, when set, replaces both defaults.
     """
 
     name: str
@@ -71,6 +71,7 @@ class Setting:
     command_default: Any = _SAME
     positional: bool = False
     in_config: bool = True
+    env: str | None = None
 
     @property
     def toml_key(self) -> str | None:
@@ -89,7 +90,21 @@ class Setting:
     @property
     def for_command(self) -> Any:
         """The default when neither the command line nor the config file sets it."""
+        if self.env and os.environ.get(self.env):
+            return os.environ[self.env]
         return self.default if self.command_default is _SAME else self.command_default
+
+    @property
+    def for_library(self) -> Any:
+        """The default of the ``new()``/``listen()`` keyword argument."""
+        if self.env and os.environ.get(self.env):
+            return os.environ[self.env]
+        return self.default
+
+    @property
+    def command_differs(self) -> bool:
+        """Whether the command's default differs from the library's on purpose."""
+        return self.command_default is not _SAME and self.command_default != self.default
 
     def show_default(self) -> str:
         """The command's default as the command line would spell it (or in words)."""
@@ -175,6 +190,16 @@ SERVER_OPTIONS = (
             "certfile itself)", ("--keyfile",), "FILE"),
     Setting("version", VERSION, None, BOTH, "pin the HTTP version the server speaks (and offers "
             "in ALPN)", ("--http-version",), shown="any: HTTP/1.x and HTTP/2"),
+    Setting("loop", Implementation("asyncio", "uvloop"), "asyncio", SERVER, "the event loop: "
+            "asyncio's, or uvloop's (faster; `pollfd()` is then None); auto: uvloop when it is "
+            "installed. Each worker makes one so; the library's own loop too (`cq` wins)",
+            ("--loop",), command_default="auto", env="PREFORK_LOOP",
+            shown="`auto`, or $PREFORK_LOOP"),
+    Setting("http", Implementation("h11", "httptools"), "auto", SERVER, "the HTTP/1 request "
+            "parser: pure Python (h11, uvicorn's name for it) or httptools (llhttp) splitting "
+            "the field lines, under the same checks; auto: httptools when it is installed",
+            ("--http",), env="PREFORK_HTTP", shown="`auto`, or $PREFORK_HTTP"),
+    # PREFORK_LOOP and PREFORK_HTTP: tools/test runs the whole suite with each pair
     Setting("connection_setup_timeout", SECONDS, 10.0, SERVER, "seconds from accept to the "
             "first byte (and for the TLS handshake)", ("--connection-setup-timeout",), "S"),
     Setting("intra_stream_timeout", SECONDS, 10.0, SERVER, "seconds to deliver a request head; "
@@ -314,4 +339,4 @@ def by_toml_key(key: str) -> Setting | None:
     return IN_CONFIG.get(key.replace("_", "-"))
 
 
-DEFAULTS = {s.name: s.default for s in SETTINGS.values()}  # the library's (prefork/options.py)
+DEFAULTS = {s.name: s.for_library for s in SETTINGS.values()}  # the library's (prefork/options.py)

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from prefork import sockets
-from prefork.kinds import address, proxy_marked
+from prefork.netkinds import address, proxy_marked
 from prefork.options import ListenOptions
 from prefork.process import systemd
 from prefork.settings import BOTH, SERVER, SETTINGS
@@ -83,7 +83,7 @@ def parse_bind(text: str) -> ListenOptions | int:
     ``proxy+`` mark is passed over: see :func:`open_all`).
 
     Raises:
-        ValueError: none of these forms (see ``prefork.kinds.address``).
+        ValueError: none of these forms (see ``prefork.netkinds.address``).
     """
     form, where, port = address(text)
     if form == "fd":

@@ -24,6 +24,26 @@ _BLOCK = 65536
 _FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}  # of a forwarded client's address
 
 
+class _Forever:
+    """An ``async with`` that bounds nothing."""
+
+    async def __aenter__(self) -> None:
+        pass
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+_FOREVER = _Forever()
+
+
+def within(seconds: float | None) -> Any:
+    """``asyncio.timeout(seconds)``, or a context that does nothing when ``seconds`` is None:
+    entering ``asyncio.timeout`` looks up the current task, a ``getpid()`` system call on
+    Python 3.11, which a method called with no timeout (the usual case) need not pay."""
+    return _FOREVER if seconds is None else asyncio.timeout(seconds)
+
+
 class Stream(abc.ABC):
     """Base class of HTTP/1 and HTTP/2 streams (server side)."""
 
@@ -42,13 +62,12 @@ class Stream(abc.ABC):
     forwarded: Any = None
     #: True once the client has gone away (see :meth:`wait_disconnected`).
 
+    # Class defaults, set on the instance when they change: a stream is made per request.
     _gone: asyncio.Future[None] | None = None  # made by the first wait_disconnected()
     _task: Any = None  # the task running onstream for it (set by prefork.hosting.Host)
     disconnected = False  # set on the instance when the client goes
-
-    def __init__(self) -> None:
-        self._unget: list[bytes] = []
-        self._waiter: asyncio.Future[None] | None = None
+    _unget: list[bytes] | None = None  # a list once unget() is called
+    _waiter: asyncio.Future[None] | None = None  # while a reader waits for the connection
 
     # -- waiting for the connection ------------------------------------------------------------
 
@@ -161,6 +180,8 @@ class Stream(abc.ABC):
     def unget(self, data: bytes) -> None:
         """Put ``data`` back in front of the body: the next read returns it first."""
         if data:
+            if self._unget is None:
+                self._unget = []
             self._unget.append(bytes(data))
 
     async def get_body_as_string(self, timeout: float | None = None) -> bytes:
@@ -171,7 +192,7 @@ class Stream(abc.ABC):
                 a handler that lets it pass answers 413. Stream bigger bodies with
                 :meth:`get_next_chunk` or :meth:`save_body_to_file`.
         """
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             parts = []
             size = 0
             while (chunk := await self.get_next_chunk()) is not None:
@@ -191,7 +212,7 @@ class Stream(abc.ABC):
             raise ValueError("n must be >= 0")
         parts: list[bytes] = []
         have = 0
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             while have < n:
                 chunk = await self.get_next_chunk()
                 if chunk is None:
@@ -222,7 +243,7 @@ class Stream(abc.ABC):
         buf = bytearray()
         regex = None if plain else re.compile(pattern)
         start = 0  # a literal cannot match before here: the buffer is searched once
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             while True:
                 if regex is None:
                     at = buf.find(pattern, start)
@@ -242,7 +263,7 @@ class Stream(abc.ABC):
 
     async def save_body_to_file(self, file: IO[bytes], timeout: float | None = None) -> None:
         """Write the rest of the request body to ``file`` (a binary file object)."""
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             while (chunk := await self.get_next_chunk()) is not None:
                 file.write(chunk)
 
@@ -269,7 +290,7 @@ class Stream(abc.ABC):
         self, file: IO[bytes], count: int | None = None, timeout: float | None = None
     ) -> None:
         """Send ``count`` bytes (None: to the end) of ``file`` from its position, then finish."""
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             left = count
             while left is None or left > 0:
                 data = file.read(_BLOCK if left is None else min(_BLOCK, left))

@@ -32,6 +32,7 @@ from prefork.protocol.websocket import (
     negotiate,
     refusal,
 )
+from prefork.stream import within
 
 __all__ = [
     "ConnectionClosed",
@@ -192,7 +193,7 @@ class WebSocket:
             ConnectionClosed: closed (messages that arrived before are returned first).
             TimeoutError: no message within ``timeout`` seconds.
         """
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             return await self._open().next_message()
 
     async def send(self, data: str | bytes) -> None:
@@ -219,7 +220,7 @@ class WebSocket:
         check_ping(data)
         channel = self._open()
         pong = await channel.ping(data)
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             if not await asyncio.shield(pong):
                 raise channel.ws.error()
 

@@ -8,6 +8,7 @@ response headers, so every assertion is about bytes that crossed a socket.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import http.client
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from prefork.stream import within
 from tests.conftest import Running, hello, response_headers
 from tests.helpers import curl, echo, need_curl, pattern
 
@@ -729,3 +731,24 @@ def test_concurrent_clients_are_served_in_parallel(serve) -> None:
         slow.sendall(b"cd")
         resp = slow_reader.response()
     assert resp.body == b"abcd"
+
+
+def test_within_bounds_only_what_has_a_timeout() -> None:
+    """The body helpers enter asyncio.timeout only with a timeout: without one, nothing looks
+    up the current task (a getpid() call per read on Python 3.11)."""
+
+    async def untimed() -> str:
+        async with within(None):  # asyncio.timeout would need a task: RuntimeError
+            return "ran"
+
+    coro = untimed()
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)  # driven by hand: no loop, no task
+    assert done.value.value == "ran"
+
+    async def timed() -> None:
+        async with within(0.01):
+            await asyncio.sleep(10)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(timed())

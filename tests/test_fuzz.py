@@ -8,9 +8,10 @@ second request; then split into random segments.
 Invariants:
   - the sans-I/O ``RequestParser`` yields a valid event stream (Request, Data..., EndOfMessage,
     PAUSED, per request; a Content-Length body of that length) or raises ``ProtocolError``
-    with a 4xx/5xx status it documents; nothing else escapes it, ``describe_request`` takes
-    whatever it yields, and the outcome does not depend on how the bytes were segmented
-    (``tools.fuzz_http1.outcome`` and ``agree``, shared with the atheris target);
+    with a 4xx/5xx status it documents; nothing else escapes it, and the outcome does not
+    depend on how the bytes were segmented (``tools.fuzz_http1.outcome`` and ``agree``,
+    shared with the atheris target), nor on the field-line splitter (``h11`` or
+    ``httptools``: every field, status and body the same);
   - a real server answers the same bytes with well-formed responses that match the parser's
     outcome: one 200 per complete request, then the error status, if any; a fresh connection
     is still served and the server loop reported nothing.
@@ -38,7 +39,7 @@ from prefork.protocol.http2 import PREFACE
 from tests.conftest import Running
 from tests.requests.client import Client, echo
 from tests.requests.corpus import load_all
-from tools.fuzz_http1 import LIMITS, Outcome, agree, outcome
+from tools.fuzz_http1 import FAST, LIMITS, Outcome, agree, outcome
 
 READ_TIMEOUT = 3.0
 VALID = [case.raw for case in load_all() if case.valid]
@@ -163,6 +164,14 @@ def segmented(draw: Any) -> tuple[bytes, list[bytes]]:
 def test_parser_survives_and_ignores_segmentation(case: tuple[bytes, list[bytes]]) -> None:
     data, pieces = case
     assert agree(outcome(pieces), outcome([data]))
+
+
+@PARSER
+@given(segmented())
+@pytest.mark.skipif(FAST is None, reason="httptools is not installed")
+def test_both_splitters_give_the_same_outcome(case: tuple[bytes, list[bytes]]) -> None:
+    _, pieces = case
+    assert outcome(pieces, split=FAST) == outcome(pieces)
 
 
 # -- a real server --------------------------------------------------------------------------------

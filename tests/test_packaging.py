@@ -58,9 +58,15 @@ def run(argv: list[str | Path], **kwargs: Any) -> str:
 
 
 def fresh_env() -> dict[str, str]:
-    """This environment without what would point Python at the checkout or another venv."""
+    """This environment without what would point Python at the checkout or another venv, or
+    choose prefork's implementations (the wheel alone has neither uvloop nor httptools: auto
+    must then pick asyncio and the pure-Python parser)."""
     drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "NOTIFY_SOCKET"}
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("LISTEN_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in drop and not k.startswith(("LISTEN_", "PREFORK_"))
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from prefork.kinds import Addresses, proxy_marked
+from prefork.netkinds import Addresses, proxy_marked
 from prefork.process import wire
 from prefork.startup import open_all
 from tests.helpers import curl, echo, need_curl, read_response, wait_until

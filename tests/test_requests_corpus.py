@@ -1,8 +1,9 @@
 """The request corpus (tests/requests/, format in tests/requests/corpus.py), two ways.
 
-Every file runs (a) through the sans-I/O ``RequestParser``, whole and split into one-byte
-segments: an invalid case raises ``ProtocolError`` with its status, a valid case yields one
-``Request``, its body and trailers, and nothing is left over; and (b) through a real server on
+Every file runs (a) through the sans-I/O ``RequestParser`` with each field-line splitter
+(``h11`` and ``httptools``), whole and split into one-byte segments: an invalid case raises
+``ProtocolError`` with its status, a valid case yields one ``Request``, its body and
+trailers, and nothing is left over; and (b) through a real server on
 127.0.0.1 with a raw socket: the status line, then either the end of the connection (read to
 EOF, bounded by a timeout) or, for a keep-alive case, a second request answered on the same
 connection. After each case a fresh connection must still be served and the server loop must
@@ -15,12 +16,11 @@ import contextlib
 import socket
 from typing import Any
 
-import h11
 import pytest
 
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
-from prefork.protocol.http1 import Limits, RequestParser, describe_request
+from prefork.protocol.http1 import Limits, RequestParser, splitter
 from tests.conftest import Running
 from tests.requests.client import ECHOED, Client, echo
 from tests.requests.corpus import Case, load_all
@@ -41,9 +41,9 @@ def test_the_corpus_covers_both_kinds() -> None:
 # -- (a) the sans-I/O parser ----------------------------------------------------------------------
 
 
-def parse(case: Case, pieces: list[bytes]) -> tuple[RequestParser, list[Any]]:
+def parse(case: Case, pieces: list[bytes], http: str) -> tuple[RequestParser, list[Any]]:
     """Feed ``pieces`` (then EOF for ``send: eof``) and collect events until the request ends."""
-    parser = RequestParser(Limits(**case.options))
+    parser = RequestParser(Limits(**case.options), "http", splitter(http))
     out: list[Any] = []
     feeds = [*pieces, b""] if case.eof else pieces
     for piece in feeds:
@@ -53,7 +53,7 @@ def parse(case: Case, pieces: list[bytes]) -> tuple[RequestParser, list[Any]]:
             if event is http1.NEED_DATA:
                 break
             out.append(event)
-            if event is http1.PAUSED or isinstance(event, h11.ConnectionClosed):
+            if event is http1.PAUSED or isinstance(event, http1.ConnectionClosed):
                 return parser, out
     return parser, out
 
@@ -63,26 +63,26 @@ def split(case: Case, how: str) -> list[bytes]:
     return [raw] if how == "whole" else [raw[i : i + 1] for i in range(len(raw))]
 
 
+@pytest.mark.parametrize("http", ["h11", "httptools"])
 @pytest.mark.parametrize("how", ["whole", "bytewise"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_parser(case: Case, how: str) -> None:
+def test_parser(case: Case, how: str, http: str) -> None:
     if not case.valid:
         with pytest.raises(ProtocolError) as info:
-            parse(case, split(case, how))
+            parse(case, split(case, how), http)
         assert info.value.status == case.status, info.value
         return
-    parser, events = parse(case, split(case, how))
+    parser, events = parse(case, split(case, how), http)
     request, *middle, end, paused = events
-    assert isinstance(request, h11.Request), events
+    assert isinstance(request, http1.Request), events
     assert all(isinstance(event, http1.Data) for event in middle), events
     assert isinstance(end, http1.EndOfMessage) and paused is http1.PAUSED, events
     assert b"".join(bytes(event.data) for event in middle) == case.body
     assert end.headers == case.trailers
     assert parser.pending == 0, "the request did not take all of its bytes"
-    info = describe_request(request, "http")
-    assert info.keep_alive is case.keep_alive
+    assert request.keep_alive is case.keep_alive
     for name, value in case.fields:
-        assert info.headers.get(name) == value, (name, info.headers.items())
+        assert request.headers.get(name) == value, (name, request.headers.items())
 
 
 # -- (b) a real server ---------------------------------------------------------------------------

@@ -389,8 +389,14 @@ def test_step_raises_handler_errors():
 
 
 def test_external_poll_loop_drives_the_server():
+    # loop="asyncio": the loop with a pollable fd (uvloop has none: pollfd() is then None)
     server = prefork.server.listen(
-        host="127.0.0.1", port=0, tls=False, onstream=hello, intra_stream_timeout=0.3
+        host="127.0.0.1",
+        port=0,
+        tls=False,
+        onstream=hello,
+        intra_stream_timeout=0.3,
+        loop="asyncio",
     )
     server.listen()
     _, host, port = server.localname()
@@ -432,7 +438,9 @@ def test_external_poll_loop_drives_the_server():
 
 
 def test_pollfd_is_readable_when_a_client_connects():
-    server = prefork.server.listen(host="127.0.0.1", port=0, tls=False, onstream=hello)
+    server = prefork.server.listen(
+        host="127.0.0.1", port=0, tls=False, onstream=hello, loop="asyncio"
+    )
     server.listen()
     _, host, port = server.localname()
     fd = server.pollfd()

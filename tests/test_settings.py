@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,18 +56,22 @@ def test_the_option_dataclasses_are_the_tables_server_entries():
         assert {f.name for f in dataclasses.fields(cls)} == table
         for field in dataclasses.fields(cls):
             if field.default is not dataclasses.MISSING:
-                assert field.default == SETTINGS[field.name].default, field.name
+                assert field.default == SETTINGS[field.name].for_library, field.name
 
 
 def test_the_command_passes_the_library_defaults_to_every_worker():
-    """The backlog was 2048 for the command and 1024 for listen(): one value now. Only tls
-    differs on purpose (the command does not generate a certificate unless asked)."""
+    """The backlog was 2048 for the command and 1024 for listen(): one value now. Only tls and
+    loop differ on purpose: the command does not generate a certificate unless asked, and the
+    library's own loop stays asyncio's, whose fd ``pollfd()`` gives an external main loop
+    (unless $PREFORK_LOOP says otherwise)."""
     command = config.merge({}, {})
     library = ServerOptions(onstream=noop)
     differ = {n for n in WORKER_OPTIONS if command[n] != getattr(library, n)}
-    assert differ == {"tls"}
+    assert differ == ({"tls"} if os.environ.get("PREFORK_LOOP") else {"tls", "loop"})
     assert command["backlog"] == library.backlog == 2048
     assert (command["tls"], library.tls) == (False, None)
+    if not os.environ.get("PREFORK_LOOP"):
+        assert (command["loop"], library.loop) == ("auto", "asyncio")
 
 
 def test_the_parser_has_every_flag_and_leaves_unset_options_to_the_file():
@@ -248,3 +254,62 @@ def test_hup_with_a_bad_value_logs_the_key_and_keeps_the_workers(start_master, t
     assert str(path) in line and "timeout must be a number" in line, line
     assert master.wait_workers(1) == first
     assert raw_get(master.port)[0] == 200
+
+
+# -- without the fast extra (issue #13) --------------------------------------------------------
+
+# Runs prefork's command (or a snippet) with uvloop and httptools made unimportable, as on a
+# plain `pip install prefork`: importlib.util.find_spec answers None for a module set to None.
+HIDE_FAST = "import sys; sys.modules['uvloop'] = sys.modules['httptools'] = None\n"
+
+
+def without_fast(code: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_")}
+    return subprocess.run(
+        [sys.executable, "-c", HIDE_FAST + code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "package"),
+    [(["--loop", "uvloop"], "--loop", "uvloop"), (["--http", "httptools"], "--http", "httptools")],
+)
+def test_naming_a_missing_implementation_exits_2_naming_the_option(args, flag, package):
+    argv = [*args, "--bind", f"127.0.0.1:{free_port()}", app("hello")]
+    result = without_fast(f"from prefork.cli import main\nsys.exit(main({argv!r}))")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"prefork: error: {flag} {package}: the {package} package is not installed "
+        "(pip install 'prefork[fast]')"
+    )
+
+
+def test_without_the_fast_extra_auto_is_asyncio_and_the_pure_parser():
+    result = without_fast(
+        """
+import asyncio, prefork.server
+from prefork.aio import loop
+from prefork.protocol import h1request, http1
+assert http1.splitter("auto") is h1request.split_fields
+made = loop.new_loop("auto")
+assert isinstance(made, asyncio.SelectorEventLoop), made
+made.close()
+async def onstream(server, stream): pass
+for option in ({"loop": "uvloop"}, {"http": "httptools"}):
+    try:
+        prefork.server.new(onstream=onstream, **option)
+    except ValueError as exc:
+        print(exc)
+"""
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "option 'loop' uvloop: the uvloop package is not installed (pip install 'prefork[fast]')",
+        "option 'http' httptools: the httptools package is not installed "
+        "(pip install 'prefork[fast]')",
+    ]

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from prefork.kinds import Peers
+from prefork.netkinds import Peers
 from prefork.protocol.trust import TrustedPeers
 
 

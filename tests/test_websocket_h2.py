@@ -349,4 +349,5 @@ def test_close_gives_up_on_a_silent_peer_with_rst_stream_cancel(serve, client) -
     c.wait(lambda _: c.ended(sid), "the reset")
     reset = next(e for e in c.events if isinstance(e, ev.StreamReset) and e.stream_id == sid)
     assert reset.error_code == ErrorCodes.CANCEL
-    assert 0.2 <= seen.get(timeout=TIMEOUT) < 5
+    # 1 ms less allowed: uvloop's timers (libuv's) have a resolution of 1 ms
+    assert 0.199 <= seen.get(timeout=TIMEOUT) < 5

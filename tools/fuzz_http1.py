@@ -17,9 +17,9 @@ An input is one byte saying how the rest arrives (0: in one piece; n: in pieces 
 then the bytes a client sends on one connection, followed by EOF. The invariant
 (:func:`outcome`): ``RequestParser`` yields a valid event stream (Request, Data...,
 EndOfMessage, PAUSED for each request; a Content-Length body of that length) or raises
-``ProtocolError`` with a status it documents; nothing else escapes it; ``describe_request``
-takes every request it yields; and the outcome does not depend on the segmentation
-(:func:`agree`).
+``ProtocolError`` with a status it documents; nothing else escapes it; the outcome does
+not depend on the segmentation (:func:`agree`), nor on the field-line splitter (``h11`` or
+``httptools``, when it is installed: the ``http`` option).
 """
 
 from __future__ import annotations
@@ -32,11 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h11
-
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
-from prefork.protocol.http1 import Limits, RequestParser, describe_request
+from prefork.protocol.http1 import Limits, RequestParser, Splitter, splitter
 
 ERROR_STATUSES = {400, 413, 414, 431, 501, 505}  # what RequestParser raises with
 # Faults found while a head (or trailer section) arrives: with several in one input, the one
@@ -57,13 +55,14 @@ class Outcome:
     at_eof: bool = False  # the error came with EOF (the input was cut short)
 
 
-def outcome(pieces: list[bytes], limits: Limits = LIMITS) -> Outcome:
-    """Feed ``pieces`` then EOF to a ``RequestParser``, checking the event stream on the way.
+def outcome(pieces: list[bytes], limits: Limits = LIMITS, split: Splitter | None = None) -> Outcome:
+    """Feed ``pieces`` then EOF to a ``RequestParser`` (with ``split``, by default the
+    pure-Python splitter), checking the event stream on the way.
 
     Raises:
         AssertionError: an invariant broke (any other exception escaped the parser).
     """
-    parser = RequestParser(limits)
+    parser = RequestParser(limits, "http", split or splitter("h11"))
     result = Outcome([])
     current: list[Any] | None = None
     length: int | None = None
@@ -72,12 +71,11 @@ def outcome(pieces: list[bytes], limits: Limits = LIMITS) -> Outcome:
             result.at_eof = not piece
             parser.receive_data(piece)
             while (event := parser.next_event()) is not http1.NEED_DATA:
-                if isinstance(event, h11.Request):
+                if isinstance(event, http1.Request):
                     assert current is None, "a request inside a request"
-                    info = describe_request(event, "http")
-                    fields = info.headers.items()
-                    current = [event.method, event.target, fields, b"", None, info.keep_alive]
-                    cl = info.headers.get("content-length")
+                    fields = event.headers.items()
+                    current = [event.method, event.target, fields, b"", None, event.keep_alive]
+                    cl = event.headers.get("content-length")
                     length = int(cl) if cl is not None else None
                 elif isinstance(event, http1.Data):
                     assert current is not None and current[4] is None, "data outside a body"
@@ -92,7 +90,7 @@ def outcome(pieces: list[bytes], limits: Limits = LIMITS) -> Outcome:
                     current = None
                     parser.start_next_cycle()
                 else:
-                    assert isinstance(event, h11.ConnectionClosed), event
+                    assert isinstance(event, http1.ConnectionClosed), event
                     assert current is None, "closed mid-request without an error"
                     return result
     except ProtocolError as exc:
@@ -109,6 +107,17 @@ def agree(one: Outcome, other: Outcome) -> bool:
     return one == other
 
 
+def fast_splitter() -> Splitter | None:
+    """The httptools splitter, None when httptools is not installed."""
+    try:
+        return splitter("httptools")
+    except ImportError:
+        return None
+
+
+FAST = fast_splitter()
+
+
 def check(data: bytes) -> None:
     """The libFuzzer target: ``data[0]`` is the segment size (0: one piece), the rest a stream."""
     if not data:
@@ -116,6 +125,8 @@ def check(data: bytes) -> None:
     step, stream = data[0], data[1:]
     pieces = [stream[i : i + step] for i in range(0, len(stream), step)] if step else [stream]
     assert agree(outcome(pieces), outcome([stream])), "the outcome depends on the segmentation"
+    if FAST is not None:
+        assert outcome(pieces, split=FAST) == outcome(pieces), "the splitters disagree"
 
 
 def write_seeds(directory: Path) -> int:
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     import atheris  # not a dependency: pip install atheris
 
-    atheris.instrument_all()  # prefork and h11 are loaded: trace their code for coverage
+    atheris.instrument_all()  # prefork (and httptools) are loaded: trace their code for coverage
     atheris.Setup([args[0], *rest], check)
     atheris.Fuzz()
 

@@ -82,7 +82,7 @@ def default(s: Setting) -> str:
     if not (s.flags or s.positional):  # the library's own: its Python value
         return s.shown or f"`{s.default!r}`"
     shown = f"`{s.show_default()}`" if s.shown is None else s.shown
-    if s.for_command is not s.default:
+    if s.command_differs:
         shown += f" (`new()`/`listen()`: `{s.default!r}`, {s.kind.show(s.default)})"
     return shown
 

@@ -31,11 +31,17 @@ def response_status(headers: Headers) -> int:
         ValueError: it is missing or not a 3-digit string.
     """
     value = headers.get(":status")
+    status = _STATUSES.get(value)  # type: ignore[arg-type]
+    if status is not None:
+        return status
     if value is None:
         raise ValueError("response headers need a ':status'")
     if not (isinstance(value, str) and len(value) == 3 and value.isdigit()):
         raise ValueError(f"':status' must be a 3-digit string, got {value!r}")
     return int(value)
+
+
+_STATUSES = {str(status): status for status in range(100, 600)}
 
 
 def error_response(status: int, version: float, date: str, method: bytes = b"GET") -> bytes:

@@ -9,20 +9,21 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from prefork.aio.common import CLOSED, error_response, response_status
+from prefork.aio.common import CLOSED, error_response, finite, response_status
 from prefork.errors import ProtocolError, StreamStateError
 from prefork.headers import Headers
 from prefork.protocol.h1response import NO_BODY, ResponseFramer
-from prefork.stream import Stream
+from prefork.stream import Stream, within
 
 if TYPE_CHECKING:
     from prefork.aio.http1 import H1Connection
-    from prefork.protocol.http1 import RequestInfo
+    from prefork.protocol.http1 import Request
 
 DRAIN_LIMIT = 256 * 1024  # unread request body read and dropped to keep a connection
+COPY_LIMIT = 16384  # a body piece this large is written without copying it into its framing
+SENDFILE_PIECE = 256 * 1024  # a client slower than this per write_timeout is cut off
 
 
 class H1Stream(Stream):
@@ -34,25 +35,26 @@ class H1Stream(Stream):
         bytes_sent: response body bytes written so far.
     """
 
-    def __init__(self, connection: H1Connection, info: RequestInfo) -> None:
-        super().__init__()
+    # Class defaults, set on the instance when they change: a stream is made per request.
+    _buffered = 0
+    _body_done = False
+    _trailers: Headers | None = None
+    _read_error: BaseException | None = None
+    _headers_read = 0
+    _want_all = False
+    _discarding = False
+    _framer: ResponseFramer | None = None
+    _pending = b""
+    _continue_sent = False
+    _response_done = False
+    status: int | None = None
+    bytes_sent = 0
+
+    def __init__(self, connection: H1Connection, info: Request) -> None:
         self.connection = connection
         self.peer_version = info.version
         self._info = info
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._body_done = False
-        self._trailers: Headers | None = None
-        self._read_error: BaseException | None = None
-        self._headers_read = 0
-        self._want_all = False
-        self._discarding = False
-        self._framer: ResponseFramer | None = None
-        self._pending = b""
-        self._continue_sent = False
-        self._response_done = False
-        self.status: int | None = None
-        self.bytes_sent = 0
+        self._chunks: list[bytes] = []
 
     @property
     def request_headers(self) -> Headers:  # type: ignore[override]
@@ -125,7 +127,7 @@ class H1Stream(Stream):
                 return None
             self._send_continue()
             await self._wait(timeout)
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
         conn = self.connection
@@ -224,15 +226,28 @@ class H1Stream(Stream):
             raise StreamStateError("write_headers first" if framer is None else "response complete")
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"body data must be bytes, not {type(data).__name__}")
-        out = framer.data(data)
-        self.bytes_sent += len(data)
-        if self._pending:
-            out, self._pending = self._pending + out, b""
-        if end_stream:
-            self._complete(out + framer.end())
-            return
         conn = self.connection
-        conn._write(out)
+        if len(data) < COPY_LIMIT or framer.mode == NO_BODY:
+            out = framer.data(data)
+            self.bytes_sent += len(data)
+            if self._pending:  # the held head goes out with its body: one send()
+                out, self._pending = self._pending + out, b""
+            if end_stream:
+                self._complete(out + framer.end())
+                return
+            conn._write(out)
+        else:  # large: no copy into the head or the chunk framing (writev on uvloop)
+            prefix, suffix = framer.frame_size(len(data))
+            self.bytes_sent += len(data)
+            pieces = [self._pending, prefix, data, suffix]
+            self._pending = b""
+            if end_stream:
+                pieces.append(framer.end())
+                self._response_done = True
+                conn._write(pieces)
+                conn._response_complete(self, framer.keep_alive)
+                return
+            conn._write(pieces)
         if conn._write_paused:
             await conn._wait_writable(timeout)
 
@@ -267,9 +282,9 @@ class H1Stream(Stream):
         conn = self.connection
         conn._write(self._pending + prefix)
         self._pending = b""
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             if count and framer.mode != NO_BODY:
-                await conn._sendfile(file, offset, count)
+                await _send_file(conn, file, offset, count)
         file.seek(offset + count)
         self._complete(suffix + framer.end())
 
@@ -311,3 +326,29 @@ class H1Stream(Stream):
         else:
             self._flush()
             conn.close()
+
+
+async def _send_file(conn: H1Connection, file: Any, offset: int, count: int) -> None:
+    """``count`` bytes of ``file`` from ``offset`` with ``sendfile(2)`` (``loop.sendfile``).
+
+    In pieces, each within ``write_timeout``: sendfile(2) waits for the socket on its own, so a
+    client that stops reading would otherwise hold the connection for ever.
+    """
+    end = offset + count
+    while offset < end:
+        await conn._wait_writable(None)
+        piece = min(SENDFILE_PIECE, end - offset)
+        try:
+            async with asyncio.timeout(finite(conn._options.write_timeout)):
+                await conn.loop.sendfile(conn.transport, file, offset, piece)
+        except NotImplementedError:  # uvloop has none: a copy, under pause_writing's deadline
+            data = os.pread(file.fileno(), piece, offset)
+            if len(data) < piece:
+                raise EOFError("the file got shorter while it was sent") from None
+            conn._write(data)
+        except TimeoutError:
+            conn.transport.abort()
+            raise BrokenPipeError("the client read nothing for write_timeout") from None
+        except ConnectionError as exc:  # asyncio's plain "Connection closed by peer"
+            raise BrokenPipeError(str(exc)) from None
+        offset += piece

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any, Protocol
 
 from prefork.options import ServerOptions
-from prefork.protocol.http1 import Limits
+from prefork.protocol.http1 import Limits, Splitter
 
 
 class Connection(Protocol):
@@ -27,6 +27,7 @@ class ConnectionHost(Protocol):
     Attributes:
         options: the server's validated options.
         limits: the request limits those options set.
+        split: the HTTP/1 field-line splitter the ``http`` option chose.
         bind_host: the host name the server listens on (None: not known), for a generated
             TLS certificate.
         draining: the server drains for a load balancer: HTTP/1 responses end their
@@ -35,6 +36,7 @@ class ConnectionHost(Protocol):
 
     options: ServerOptions
     limits: Limits
+    split: Splitter
     bind_host: str | None
     draining: bool
 

@@ -29,7 +29,6 @@ from prefork.aio.common import (
     TAKEN,
     Endpoints,
     error_response,
-    finite,
 )
 from prefork.aio.deadline import Deadline
 from prefork.aio.h1stream import H1Stream
@@ -37,9 +36,9 @@ from prefork.aio.host import ConnectionHost
 from prefork.errors import ProtocolError
 from prefork.protocol import http1
 from prefork.protocol.proxy import ProxyHeader
+from prefork.stream import within
 
 HIGH_WATER = 256 * 1024
-SENDFILE_PIECE = 256 * 1024  # a client slower than this per write_timeout is cut off
 PIPELINE_LIMIT = 64 * 1024
 LINGER = 2.0
 
@@ -52,6 +51,17 @@ class H1Connection(Endpoints, asyncio.Protocol):
         proxy: the PROXY protocol header it began with, if any (see ``Endpoints``).
     """
 
+    # Class defaults, set on the instance when they change: a connection is made per client.
+    transport: asyncio.Transport = None  # type: ignore[assignment]
+    _stream: H1Stream | None = None
+    _state = SETUP
+    _closing = False
+    _peer_eof = False
+    _reading = True
+    _write_paused = False
+    _drain: asyncio.Future[None] | None = None
+    _write_deadline: Deadline | None = None  # made the first time writing pauses
+
     def __init__(
         self, host: ConnectionHost, tls: Any = None, proxy: ProxyHeader | None = None
     ) -> None:
@@ -62,16 +72,7 @@ class H1Connection(Endpoints, asyncio.Protocol):
         self.scheme = "http" if tls is None else "https"
         self._options = options = host.options
         self.version: float = options.version or 1.1
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self._parser = http1.RequestParser(host.limits)
-        self._stream: H1Stream | None = None
-        self._state = SETUP
-        self._closing = False
-        self._peer_eof = False
-        self._reading = True
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._write_deadline: Deadline | None = None  # made the first time writing pauses
+        self._parser = http1.RequestParser(host.limits, self.scheme, host.split)
         self._deadline = Deadline(self.loop, self._timed_out)
 
     @property
@@ -181,10 +182,9 @@ class H1Connection(Endpoints, asyncio.Protocol):
             self.transport.abort()
             self.host.report(self, "get_next_incoming_stream", exc)
 
-    def _on_request(self, event: http1.Request) -> None:
+    def _on_request(self, info: http1.Request) -> None:
         self._deadline.clear()  # the handler's time is its own
-        info = http1.describe_request(event, self.scheme)
-        if info.headers.has("http2-settings"):
+        if info.upgrade and info.headers.has("http2-settings"):
             from prefork.aio.http2 import upgrade_h2c  # h2 is loaded when first asked for
 
             if upgrade_h2c(self, info):
@@ -295,19 +295,21 @@ class H1Connection(Endpoints, asyncio.Protocol):
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | list[bytes]) -> None:
         # is_closing() too: after a send error asyncio drops writes silently and reports the
         # loss only in a later callback, which a handler that never yields would not let run.
         if self._state >= CLOSED or self.transport.is_closing():
             raise BrokenPipeError("connection closed")
-        if data:
-            self.transport.write(data)
+        if type(data) is list:  # pieces: asyncio (3.11) joins them, uvloop sends one writev()
+            self.transport.writelines(data)
+        elif data:
+            self.transport.write(data)  # type: ignore[arg-type]
 
     async def _wait_writable(self, timeout: float | None) -> None:
         while self._write_paused and self._state < CLOSED:
             if self._drain is None:
                 self._drain = self.loop.create_future()
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 await asyncio.shield(self._drain)
         if self._state >= CLOSED or self.transport.is_closing():
             raise BrokenPipeError("connection closed")
@@ -316,23 +318,6 @@ class H1Connection(Endpoints, asyncio.Protocol):
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
-
-    async def _sendfile(self, file: Any, offset: int, count: int) -> None:
-        # In pieces, each within write_timeout: sendfile(2) waits for the socket on its own,
-        # so a client that stops reading would otherwise hold the connection for ever.
-        end = offset + count
-        while offset < end:
-            await self._wait_writable(None)
-            piece = min(SENDFILE_PIECE, end - offset)
-            try:
-                async with asyncio.timeout(finite(self._options.write_timeout)):
-                    await self.loop.sendfile(self.transport, file, offset, piece)
-            except TimeoutError:
-                self.transport.abort()
-                raise BrokenPipeError("the client read nothing for write_timeout") from None
-            except ConnectionError as exc:  # asyncio's plain "Connection closed by peer"
-                raise BrokenPipeError(str(exc)) from None
-            offset += piece
 
     # -- lua-http connection methods -------------------------------------------------------------
 

@@ -8,17 +8,32 @@ callback is due" nor the selector: :func:`next_timeout` reads ``BaseEventLoop``'
 and ``_scheduled`` lists and :func:`pollfd` its ``_selector``: this module is the one place in
 prefork that relies on CPython internals. For a loop without them the answers stay safe
 (timeout 0: poll again soon; no pollfd).
+
+:func:`new_loop` also makes the other kind of loop, uvloop's (the ``loop`` option, ``--loop``):
+faster, but with no pollable fd and no view of its timers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import select
 import selectors
 
 
-def new_loop() -> asyncio.AbstractEventLoop:
-    """A selector event loop whose selector fd is pollable (epoll on Linux)."""
+def new_loop(kind: str = "asyncio") -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind``: ``asyncio`` (a selector event loop whose selector fd is
+    pollable: epoll on Linux), ``uvloop``, or ``auto`` (uvloop when it is installed).
+
+    Raises:
+        ImportError: ``uvloop`` is asked for and not installed.
+    """
+    if kind == "auto":
+        kind = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
     return asyncio.SelectorEventLoop(selectors.DefaultSelector())
 
 

@@ -14,6 +14,7 @@ import socket
 import sys
 from typing import Any
 
+from prefork.aio import loop as aioloop
 from prefork.process import wire
 from prefork.process.worker import LifespanError, Worker
 
@@ -48,7 +49,7 @@ def child_main(
         access_log=access_log,
         lifespan=loaded.lifespan,
     )
-    loop = asyncio.new_event_loop()
+    loop = aioloop.new_loop(server_options.get("loop", "auto"))
     asyncio.set_event_loop(loop)
     worker._loop = loop
     worker.install_signal_handlers()

@@ -29,7 +29,9 @@ from typing import Any
 
 import prefork.server
 from prefork import logs
+from prefork.aio import loop as aioloop
 from prefork.process import fdpass, wire
+from prefork.settings import DEFAULTS
 
 log = logging.getLogger("prefork.worker")
 
@@ -78,8 +80,8 @@ class Worker:
         self._beat: asyncio.TimerHandle | None = None
 
     def run(self) -> None:
-        """Serve on a new event loop until closed (blocking)."""
-        loop = asyncio.new_event_loop()
+        """Serve on a new event loop (the ``loop`` server option's kind) until closed."""
+        loop = aioloop.new_loop(self.server_options.get("loop", DEFAULTS["loop"]))
         try:
             loop.run_until_complete(self.serve())
         finally:
@@ -113,6 +115,7 @@ class Worker:
                     log.exception("lifespan shutdown failed")
         finally:
             self._flush_closed()
+            logs.flush_access()
             loop.remove_reader(self.channel.fileno())
             if self.control is not None:
                 loop.remove_reader(self.control)
@@ -243,6 +246,7 @@ class Worker:
         if server is None:
             return
         self._send(wire.beat(server.requests, server.connections))
+        logs.flush_access()
         self._beat = self._loop.call_later(self.heartbeat, self._send_beat)  # type: ignore[union-attr]
 
     def _send(self, message: bytes) -> None:
@@ -349,7 +353,7 @@ def _with_access_log(onstream: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             headers = stream.request_headers
-            logs.ACCESS.info(logs.access_line(stream, headers))
+            logs.access(logs.access_line(stream, headers))
 
     return logged
 

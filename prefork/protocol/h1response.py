@@ -45,7 +45,9 @@ def check_field(name: str, value: str) -> None:
             raise ValueError(f"invalid header name {name!r}")
         if len(_good_names) < 4096:
             _good_names.add(name)
-    if _BAD_VALUE.search(value):
+    # isprintable(): no control character at all, the common case (C speed); HTAB and the
+    # characters isprintable() refuses beyond ASCII (NBSP...) go to the exact test
+    if not value.isprintable() and _BAD_VALUE.search(value):
         raise ValueError(f"invalid characters in value of header {name!r}")
 
 
@@ -134,7 +136,8 @@ class ResponseFramer:
         for name, value in fields:
             if name[0] == ":":
                 continue
-            check_field(name, value)
+            if name not in _good_names or not value.isprintable():
+                check_field(name, value)  # the two tests of check_field, inline when they pass
             if name == "content-length":
                 if not value.isdigit() or length is not None:
                     raise ValueError(f"invalid content-length {value!r}")

@@ -1,48 +1,61 @@
 """HTTP/1.0 and HTTP/1.1 requests for a server, sans-I/O.
 
-:class:`RequestParser` checks each request head itself (:mod:`prefork.protocol.h1head`: bare
-LF, obs-fold, limits, Content-Length with Transfer-Encoding, repeated Content-Length), then
-lets h11 parse the head, then frames the body itself: h11 is lenient where RFC 9112 lets a
-recipient be, and a server behind a proxy must not be (request smuggling). A fresh
-``h11.Connection`` per head (0.8 us) replaces ``start_next_cycle``, so pipelined bytes pass
-through the same check. The response half is :mod:`prefork.protocol.h1response`. This module
-is the seam for another parser (httptools): the glue only uses ``RequestParser``'s methods and
-the event classes it returns. See docs/architecture.md.
+:class:`RequestParser` turns a connection's bytes into events. It finds each request head
+itself (:func:`~prefork.protocol.h1head.find_head`: bare LF, limits), reads it
+(:func:`~prefork.protocol.h1request.read_request`: the grammar, framing and Host rules, then
+the request's headers, in one pass) and frames the body itself (Content-Length or chunked,
+RFC 9112 sections 6 and 7): prefork is strict where RFC 9112 lets a recipient be lenient,
+because a server behind a proxy must not be (request smuggling). The field lines are cut by
+one of two *splitters*, the ``http`` option: ``h11`` (pure Python, the name is uvicorn's) or
+``httptools`` (llhttp); the checks are the same for both. The response half is
+:mod:`prefork.protocol.h1response`. See docs/architecture.md and docs/performance.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
-from dataclasses import dataclass
 from typing import Any
 
-import h11
-
 from prefork.errors import ProtocolError
-from prefork.headers import Headers
-from prefork.protocol.h1head import check_target, scan_head, split_absolute, valid_host
+from prefork.protocol.h1head import Limits, find_head
+from prefork.protocol.h1request import Request, Splitter, read_request, split_fields
 
-NEED_DATA = h11.NEED_DATA
-PAUSED = h11.PAUSED
-Request = h11.Request
-ConnectionClosed = h11.ConnectionClosed
+__all__ = [
+    "NEED_DATA",
+    "PAUSED",
+    "ConnectionClosed",
+    "Data",
+    "EndOfMessage",
+    "Limits",
+    "Request",
+    "RequestInfo",
+    "RequestParser",
+    "Splitter",
+    "splitter",
+]
+
+RequestInfo = Request  # the name the glue's type hints use
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Hard limits on what a client may send (RFC 9112 section 2.3 leaves them to the server).
+class _Sentinel:
+    __slots__ = ("_name",)
 
-    Attributes:
-        max_request_line: longest request line in bytes; longer -> 414.
-        max_header_count: most header fields in a request head; more -> 431.
-        max_head_size: largest request head (request line + header section) in bytes -> 431.
-        max_body_size: largest request body in bytes, None for no limit -> 413.
-    """
+    def __init__(self, name: str) -> None:
+        self._name = name
 
-    max_request_line: int = 8190
-    max_header_count: int = 100
-    max_head_size: int = 65536
-    max_body_size: int | None = None
+    def __repr__(self) -> str:
+        return self._name
+
+
+NEED_DATA: Any = _Sentinel("NEED_DATA")  # feed more bytes
+PAUSED: Any = _Sentinel("PAUSED")  # the request is complete: answer it, then start_next_cycle()
+
+
+class ConnectionClosed:
+    """The client closed its side cleanly between requests."""
+
+    __slots__ = ()
 
 
 class Data:
@@ -63,6 +76,28 @@ class EndOfMessage:
         self.headers = headers
 
 
+_END = EndOfMessage([])  # the end of a request without trailers, shared (never mutated)
+
+
+def splitter(name: str) -> Splitter:
+    """The field-line splitter the ``http`` option names: ``h11`` (pure Python),
+    ``httptools`` (llhttp), or ``auto`` (httptools when it is installed).
+
+    Raises:
+        ImportError: ``httptools`` is named and not installed.
+        ValueError: another name.
+    """
+    if name == "auto":
+        name = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if name == "httptools":
+        from prefork.protocol.h1httptools import split_fields as split_by_llhttp
+
+        return split_by_llhttp
+    if name != "h11":
+        raise ValueError(f"no HTTP/1 parser called {name!r}: auto, h11 or httptools")
+    return split_fields
+
+
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_CHUNK_LINE = 4096
 _FIELD = re.compile(  # RFC 9110 section 5: field-name ":" OWS field-value OWS
@@ -75,20 +110,24 @@ _CHUNK_EXT = re.compile(  # RFC 9112 section 7.1.1: *( BWS ";" BWS name [ BWS "=
     rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\Z" % (_TOKEN, _TOKEN, _QUOTED)
 )
 _EMPTY_LINES = re.compile(rb"(?:\r\n)*")
-_MAX_LENGTH = b"9223372036854775807"  # 2**63 - 1: a signed 64-bit parser in front reads it too
 _NO_BODY, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE, _FAILED = range(8)
 
 
 class RequestParser:
     """Turns the bytes of one connection into events, one request at a time.
 
-    Events: ``h11.Request``, :class:`Data`, :class:`EndOfMessage`, ``h11.ConnectionClosed``,
-    and the sentinels ``NEED_DATA`` (feed more bytes) and ``PAUSED`` (request complete: answer
-    it, then call :meth:`start_next_cycle`).
+    Events: :class:`~prefork.protocol.h1request.Request`, :class:`Data`,
+    :class:`EndOfMessage`, :class:`ConnectionClosed`, and the sentinels ``NEED_DATA`` (feed
+    more bytes) and ``PAUSED`` (request complete: answer it, then call
+    :meth:`start_next_cycle`).
 
-    h11 parses each request head; the body is framed here (RFC 9112 sections 6 and 7), because
-    h11's chunked reader waits for chunk sizes of up to 20 hex digits (a 64-bit proxy in front
-    would wrap them) and accepts bare LF in the trailer section.
+    Args:
+        limits: the server's limits.
+        scheme: the connection's (``http`` or ``https``), for ``:scheme``.
+        split: the field-line splitter (:func:`splitter`).
+
+    The body is framed here (RFC 9112 sections 6 and 7) with chunk sizes of at most 16 hex
+    digits (a 64-bit proxy in front would wrap longer ones) and no bare LF in the trailers.
     """
 
     __slots__ = (
@@ -98,12 +137,18 @@ class RequestParser:
         "_left",
         "_limits",
         "_scanned",
+        "_scheme",
+        "_split",
         "_state",
         "body_received",
     )
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(
+        self, limits: Limits, scheme: str = "http", split: Splitter = split_fields
+    ) -> None:
         self._limits = limits
+        self._scheme = scheme
+        self._split = split
         self._buf: bytes | bytearray = b""
         self._state: int | None = None  # None: waiting for a request head
         self._left = 0
@@ -146,7 +191,7 @@ class RequestParser:
                 return PAUSED
             if state == _NO_BODY:
                 self._state = _DONE
-                return EndOfMessage([])
+                return _END
             if state == _FAILED:
                 raise self._error  # type: ignore[misc]
             return self._next_chunked()
@@ -166,12 +211,14 @@ class RequestParser:
 
     def _next_request(self) -> Any:
         buf = self._buf
+        if not buf:  # between requests on a keep-alive connection: the common case
+            return ConnectionClosed() if self._eof else NEED_DATA
         if buf[:1] == b"\r":  # RFC 9112 section 2.2: ignore empty lines (CRLF) before a request
             buf = self._buf = buf[_EMPTY_LINES.match(buf).end() :]  # type: ignore[union-attr]
             self._scanned = 0
             if buf == b"\r" and not self._eof:
                 return NEED_DATA  # the CR of one more CRLF
-        end = scan_head(buf, self._limits, self._scanned)
+        end = find_head(buf, self._limits, self._scanned)
         if end < 0:
             self._scanned = len(buf)
             if not self._eof:
@@ -180,48 +227,19 @@ class RequestParser:
                 raise ProtocolError("connection closed in the middle of a request head")
             return ConnectionClosed()
         self._scanned = 0
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_head_size)
-        conn.receive_data(bytes(buf[:end]))
-        self._buf = buf[end:]
-        try:
-            event: Any = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise ProtocolError(str(exc), exc.error_status_hint) from None
-        self._check_request(event)
-        return event
-
-    def _check_request(self, event: h11.Request) -> None:
-        limits = self._limits
-        version = event.http_version
-        if not version.startswith(b"1."):  # RFC 9110 section 15.6.6
-            raise ProtocolError("HTTP version not supported", 505)
-        if len(event.headers) > limits.max_header_count:
-            raise ProtocolError("too many header fields", 431)
-        if event.target[:1] != b"/" or event.method == b"CONNECT":
-            check_target(event.method, event.target)
-        if version > b"1.1" and not any(n.lower() == b"host" for n, _ in event.headers.raw_items()):
-            # RFC 9110 section 2.5: served as 1.1, so RFC 9112 section 3.2 applies (h11 only
-            # asks 1.1 for a Host)
-            raise ProtocolError("missing Host")
-        self._state = _NO_BODY
-        for raw_name, value in event.headers.raw_items():  # 2x faster than iterating headers
-            name = raw_name.lower()
-            if name == b"host" and not valid_host(value):
-                raise ProtocolError("invalid Host")  # RFC 9112 section 3.2: 400
-            if name == b"content-length":
-                if len(value) > 18 and (len(value) > 19 or value > _MAX_LENGTH):
-                    # RFC 9110 section 8.6: anticipate large numerals; a proxy in front that
-                    # wraps at 64 bits would frame the body otherwise (smuggling)
-                    raise ProtocolError("Content-Length too large to be safe")
-                self._left = int(value)
-                if limits.max_body_size is not None and self._left > limits.max_body_size:
-                    raise ProtocolError("request body too large", 413)
-                self._state = _LENGTH if self._left else _NO_BODY
-            elif name == b"transfer-encoding":
-                if event.http_version == b"1.0":
-                    # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
-                    raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
-                self._state = _CHUNK_SIZE  # h11 refused any coding but chunked (501)
+        if len(buf) == end:
+            head, self._buf = bytes(buf), b""
+        else:
+            head, self._buf = bytes(buf[:end]), buf[end:]
+        request = read_request(head, self._limits, self._scheme, self._split)
+        length = request.body_length
+        if length is None:
+            self._state = _CHUNK_SIZE
+        elif length:
+            self._state, self._left = _LENGTH, length
+        else:
+            self._state = _NO_BODY
+        return request
 
     def _count(self, size: int) -> None:
         self.body_received += size
@@ -278,7 +296,7 @@ class RequestParser:
         if buf[:2] == b"\r\n":
             self._buf = buf[2:]
             self._state = _DONE
-            return EndOfMessage([])
+            return _END
         start = self._scanned
         end = buf.find(b"\r\n\r\n", max(0, start - 3))
         stop = len(buf) if end < 0 else end + 2
@@ -336,63 +354,3 @@ def _chunk_size(line: bytes | bytearray) -> int:
     if at >= 0 and _CHUNK_EXT.match(line, len(size)) is None:
         raise ProtocolError("invalid chunk extension")
     return int(size, 16)
-
-
-@dataclass(slots=True)
-class RequestInfo:
-    """What the glue needs to know about a request, read in one pass over its fields."""
-
-    headers: Headers
-    method: bytes
-    version: float
-    keep_alive: bool
-    expects_continue: bool
-
-
-def describe_request(event: h11.Request, scheme: str) -> RequestInfo:
-    """Build the request's :class:`Headers` (pseudo-headers first) and its connection flags.
-
-    ``:authority`` comes from ``Host`` (RFC 9110 section 7.2) and the Host field is kept too;
-    CONNECT has ``:authority`` from the target and no ``:path`` (RFC 9113 section 8.5). An
-    absolute-form target gives ``:scheme``, ``:authority`` and ``:path``, and its authority
-    replaces the value of a received Host field (RFC 9112 section 3.2.2: the origin server
-    MUST ignore Host and use the target's authority).
-    """
-    method = event.method
-    target = event.target.decode("latin-1")
-    headers = Headers()
-    append = headers.append
-    append(":method", method.decode("ascii"), False)
-    authority = None  # an absolute-form target's
-    if method == b"CONNECT":
-        append(":authority", target, False)
-    elif target[:1] == "/" or target == "*":
-        append(":path", target, False)
-        append(":scheme", scheme, False)
-    else:
-        target_scheme, authority, path = split_absolute(method, event.target)
-        append(":path", path, False)
-        append(":scheme", target_scheme, False)
-        append(":authority", authority, False)
-    # RFC 9110 section 2.5: a higher 1.x minor version is served as 1.1
-    version = 1.0 if event.http_version == b"1.0" else 1.1
-    connection = b""
-    expect = b""
-    for raw_name, value in event.headers.raw_items():  # 2x faster than iterating headers
-        name = raw_name.lower()
-        if name == b"host" and method != b"CONNECT":
-            if authority is None:
-                append(":authority", value.decode("latin-1"), False)
-            else:
-                value = authority.encode("latin-1")
-        elif name == b"connection":
-            connection += b"," + value.lower()
-        elif name == b"expect":
-            expect = value.lower()
-        append(name.decode("latin-1"), value.decode("latin-1"))
-    tokens = {t.strip() for t in connection.split(b",")} if connection else ()
-    # RFC 9112 section 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
-    keep_alive = b"close" not in tokens if version == 1.1 else b"keep-alive" in tokens
-    return RequestInfo(
-        headers, method, version, keep_alive, version == 1.1 and expect == b"100-continue"
-    )

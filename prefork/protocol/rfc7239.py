@@ -191,7 +191,7 @@ def check_host(value: str) -> str:
         ValueError: anything else.
     """
     host, port = split_authority(value)
-    ok = bool(host) and valid_host(value.encode("latin-1"))
+    ok = bool(host) and valid_host(value)
     if ok and host.startswith("["):  # IPvFuture is refused
         try:
             _ip(host[1:-1], 6, value)

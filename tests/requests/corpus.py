@@ -24,7 +24,7 @@ is prose, and one of them must cite the RFC section the case checks ("RFC 9112 s
     (RFC 9112 section 9.3).
   - ``options: name=value ...``: integer server options, which are also ``Limits`` fields.
   - ``body: ESCAPED``: the request body a valid case delivers (default: empty).
-  - ``field: NAME=VALUE``: a field of ``describe_request``'s headers (``:path``, ``host``...).
+  - ``field: NAME=VALUE``: a field of the parsed request's headers (``:path``, ``host``...).
   - ``trailer: NAME=VALUE``: a trailer field a valid case delivers, in order.
   - ``send: eof``: the client half-closes its side after the request.
 """
