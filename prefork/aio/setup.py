@@ -18,7 +18,9 @@ first bytes and hands over to HTTP/2 if they are the 24-byte preface (prior know
 The TLS context is the ``ctx`` option, or one generated once per server with a self-signed
 certificate (made when the first TLS client arrives if ``tls`` is None, so a server that only
 ever sees plaintext makes none and logs nothing). Its ALPN list offers ``h2`` unless
-``version`` is 1.0 or 1.1.
+``version`` is 1.0 or 1.1. Its engine, pyOpenSSL or the standard library's ``ssl``, follows
+the ``tls_engine`` option and the ``ctx`` given (``prefork.tlscontext.engine_of``); either
+engine's session runs under the same :class:`~prefork.aio.tls.TLSProtocol`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from OpenSSL import SSL
-
+from prefork import tlscontext
 from prefork.aio.common import TAKEN
 from prefork.aio.host import ConnectionHost
 from prefork.aio.http1 import H1Connection
@@ -37,6 +38,7 @@ from prefork.aio.http2 import H2Connection
 from prefork.aio.tls import SetupProtocol, TLSProtocol
 from prefork.protocol import tls
 from prefork.protocol.http2 import preface_match
+from prefork.protocol.tlscommon import Session, alpn_protocols
 
 log = logging.getLogger("prefork.server")
 
@@ -61,8 +63,7 @@ def connection_factory(server: ConnectionHost) -> Callable[[], asyncio.Protocol]
     if mode:
         contexts.get()  # TLS only: make (and warn about) a generated context at start-up
 
-    def app(connection: SSL.Connection) -> asyncio.Protocol:
-        alpn = connection.get_alpn_proto_negotiated()
+    def app(connection: Any, alpn: bytes | None) -> asyncio.Protocol:
         if alpn == b"h2" or version == 2:
             return H2Connection(server, tls=connection)
         if alpn or version is not None:
@@ -71,7 +72,7 @@ def connection_factory(server: ConnectionHost) -> Callable[[], asyncio.Protocol]
         return PrefaceSniffer(server, connection)
 
     def https(deadline: float | None) -> TLSProtocol:
-        return TLSProtocol(server, contexts.get(), app, deadline)
+        return TLSProtocol(server, contexts.session(), app, deadline)
 
     if mode:
         return lambda: https(None)
@@ -82,17 +83,23 @@ class _Contexts:
     """The server's TLS context: the ``ctx`` option, else one generated on first use."""
 
     def __init__(self, server: ConnectionHost) -> None:
+        options = server.options
         self._server = server
-        self._ctx: SSL.Context | None = server.options.ctx
+        self._ctx: Any = options.ctx
+        self.engine = tlscontext.engine_of(options.tls_engine, options.ctx)
 
-    def get(self) -> SSL.Context:
+    def session(self) -> Session:
+        """A new server-side session for prefork's own TLS protocol."""
+        return tlscontext.new_session(self.engine, self.get())
+
+    def get(self) -> Any:
         ctx = self._ctx
         if ctx is None:
             server = self._server
             host = server.bind_host
             version = server.options.version
-            alpn = tls.alpn_protocols(version, h2=version in (None, 2))
-            ctx = self._ctx = tls.default_context(host, alpn)
+            alpn = alpn_protocols(version, h2=version in (None, 2))
+            ctx = self._ctx = tlscontext.generated(self.engine, host, alpn)
             log.warning(
                 "TLS with a generated self-signed certificate for %s: clients will not trust "
                 "it; pass ctx= with a real certificate (see docs/tls.md)",
