@@ -222,7 +222,7 @@ class Server:
 
     async def _open(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            await setup.open_socket(loop, self._connection_factory, sock)
+            await loop.connect_accepted_socket(self._connection_factory, sock)
         except Exception as exc:  # OSError, or a protocol that failed to start (a bug: report)
             sock.close()
             self._host.socket_done()

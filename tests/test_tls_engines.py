@@ -23,7 +23,7 @@ from prefork.protocol.selfsigned import self_signed
 from tests.conftest import hello, response_headers
 from tests.helpers import wait_until
 from tests.master_helpers import app, free_port, run_prefork
-from tests.tls_helpers import ENGINES, HAVE_UVLOOP, caller_context
+from tests.tls_helpers import ENGINES, caller_context
 
 
 def client_context(alpn: list[str] | None = None) -> ssl.SSLContext:
@@ -103,37 +103,16 @@ def test_bad_engine_or_ctx_is_refused_at_once() -> None:
 
 @pytest.mark.parametrize("tls_engine", ENGINES)
 @pytest.mark.parametrize("mode", [True, None], ids=["tls", "sniff"])
-def test_loop_transport_only_for_tls_on_under_uvloop(serve, tls_engine: str, mode: bool | None):
-    """The ssl engine takes the loop's own TLS transport where it is compiled (uvloop) and no
-    plaintext stage came first; elsewhere prefork's memory-BIO protocol serves."""
+def test_both_engines_run_under_prefork_tls_protocol(serve, tls_engine: str, mode: bool | None):
+    """Whatever the engine and the loop, prefork's TLS protocol carries the connection (the
+    loop's own TLS transport is not used: docs/tls.md), and its extra info is the engine's."""
     seen: list[Any] = []
     running = serve(reporter(seen), tls=mode, **({"port": 0} if mode is None else {}))
     assert https_get(running.port)[0] == 200
     conn, transport, ssl_object, peername = seen[0]
-    loop_transport = type(transport).__module__.startswith("uvloop")
-    assert loop_transport == (tls_engine == "ssl-uvloop" and mode is True)
-    assert loop_transport != isinstance(transport, TLSTransport)
+    assert isinstance(transport, TLSTransport)
     assert ssl_object is conn
     assert peername[0] == "127.0.0.1"
-
-
-@pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop not installed")
-def test_loop_transport_keeps_the_handshake_counted_and_closable(serve) -> None:
-    """On the loop's transport a handshake in progress is a connection of the server (counted
-    for max_concurrent, ended by close()), as on prefork's own protocol."""
-    import uvloop
-
-    loop = uvloop.new_event_loop()
-    try:
-        running = serve(hello, tls=True, tls_engine="ssl", cq=loop)
-        with running.connect() as sock:
-            sock.sendall(b"\x16\x03\x01")  # a ClientHello begins, and stalls
-            count = lambda: running.call(lambda: running.server.connections)  # noqa: E731
-            wait_until(lambda: count() == 1, what="the handshake counted")
-            running.stop()
-            assert sock.recv(100) == b""
-    finally:
-        loop.close()
 
 
 def write_certificate(directory: Path, name: str = "") -> tuple[Path, Path]:

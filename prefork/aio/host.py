@@ -29,15 +29,11 @@ class ConnectionHost(Protocol):
         limits: the request limits those options set.
         bind_host: the host name the server listens on (None: not known), for a generated
             TLS certificate.
-        opening: sockets the server is opening (counted for ``max_concurrent`` until their
-            protocol is made; a TLS handshake on the loop's own transport moves itself from
-            this count to :meth:`track`'s).
     """
 
     options: ServerOptions
     limits: Limits
     bind_host: str | None
-    opening: int
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -107,8 +107,7 @@ class H1Connection(asyncio.Protocol):
         self._pump()
         if self._stream is not None:  # the client will send nothing more: for the app, gone
             self._stream._peer_closed()
-        # keep the write side open: a response may still be owed (the loop's TLS transport can't)
-        return self.transport.can_write_eof()
+        return True  # keep the write side open: a response may still be owed
 
     def connection_lost(self, exc: Exception | None) -> None:
         taken = self._state == TAKEN
@@ -252,9 +251,6 @@ class H1Connection(asyncio.Protocol):
             self.transport.close()
             return
         self._state = LINGERING
-        if not self.transport.can_write_eof():  # the loop's TLS transport lingers on its own
-            self.transport.close()
-            return
         self.transport.write_eof()
         self._deadline.arm(LINGER)
         if not self._reading:

@@ -20,17 +20,14 @@ certificate (made when the first TLS client arrives if ``tls`` is None, so a ser
 ever sees plaintext makes none and logs nothing). Its ALPN list offers ``h2`` unless
 ``version`` is 1.0 or 1.1. Its engine, pyOpenSSL or the standard library's ``ssl``, follows
 the ``tls_engine`` option and the ``ctx`` given (``prefork.tlscontext.engine_of``); either
-engine's session runs under the same :class:`~prefork.aio.tls.TLSProtocol`, except that with
-``tls=True`` on the ``ssl`` engine :func:`open_socket` may hand the handshake to the loop's own
-TLS transport (``prefork.aio.ssltransport``).
+engine's session runs under the same :class:`~prefork.aio.tls.TLSProtocol`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from prefork import tlscontext
@@ -38,7 +35,6 @@ from prefork.aio.common import TAKEN
 from prefork.aio.host import ConnectionHost
 from prefork.aio.http1 import H1Connection
 from prefork.aio.http2 import H2Connection
-from prefork.aio.ssltransport import LoopTLSFactory
 from prefork.aio.tls import SetupProtocol, TLSProtocol
 from prefork.protocol import tls
 from prefork.protocol.http2 import preface_match
@@ -79,19 +75,8 @@ def connection_factory(server: ConnectionHost) -> Callable[[], asyncio.Protocol]
         return TLSProtocol(server, contexts.session(), app, deadline)
 
     if mode:
-        if contexts.engine == "ssl":  # the loop's own TLS transport, where it is compiled
-            return LoopTLSFactory(server, contexts.get(), app, lambda: https(None))
         return lambda: https(None)
     return lambda: SniffingProtocol(server, https, plain)
-
-
-def open_socket(
-    loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol], sock: socket.socket
-) -> Awaitable[Any]:
-    """Serve ``sock`` with the protocols of ``factory`` (from :func:`connection_factory`)."""
-    if isinstance(factory, LoopTLSFactory):
-        return factory.open(loop, sock)
-    return loop.connect_accepted_socket(factory, sock)
 
 
 class _Contexts:

@@ -11,9 +11,11 @@ not an error of the server (docs/architecture.md, "Errors").
 The session is either engine's (docs/tls.md, "Two engines"): a pyOpenSSL
 :class:`~prefork.protocol.tls.TLSSession` or a standard-library
 :class:`~prefork.protocol.stdtls.StdTLSSession`; both are bytes in, bytes out, and
-``stream.checktls()`` returns the session's ``connection``. Under a loop whose own TLS transport
-is compiled (uvloop), ``tls=True`` connections on the ``ssl`` engine use that transport instead
-(``prefork.aio.ssltransport``).
+``stream.checktls()`` returns the session's ``connection``. The loop's own TLS transport
+(``loop.start_tls``, ``connect_accepted_socket(ssl=...)``) is not used, for either engine:
+asyncio's is pure Python and costs more per request than this protocol; uvloop's costs the
+same, cannot take back the bytes a sniff or a PROXY header stage read, and drops the alert of
+a failed handshake (docs/tls.md, "Why not the loop's own TLS transport").
 
 :class:`SetupProtocol` is the part shared with the ``tls=None`` sniff (``prefork.aio.setup``):
 while a connection is being set up it is counted by the server (``max_concurrent``,

@@ -119,10 +119,7 @@ class WebSocketChannel(asyncio.Protocol):
                 self._wake()
                 self._gate()  # a full queue must not hide the peer's end
                 self._arm()
-                if self.transport.can_write_eof():
-                    self.transport.write_eof()
-                else:  # the loop's TLS transport: close_notify, then it reads to the end
-                    self.transport.close()
+                self.transport.write_eof()
             elif isinstance(event, Closed):
                 self._wake()
                 self.transport.close()  # RFC 6455 section 7.1.1: the server closes TCP first
