@@ -27,11 +27,18 @@ def engine_of(tls_engine: str, ctx: Any) -> str:
     """The engine a server with these options uses: ``"pyopenssl"`` or ``"ssl"``.
 
     Raises:
-        ValueError: ``tls_engine`` names one engine and ``ctx`` is the other's context.
+        ValueError: ``tls_engine`` names one engine and ``ctx`` is the other's context, or
+            ``ctx`` is an ``ssl.SSLContext`` made for clients.
     """
     if ctx is None:
         return "pyopenssl" if tls_engine == "pyopenssl" else "ssl"
     kind = "ssl" if isinstance(ctx, ssl.SSLContext) else "pyopenssl"
+    if kind == "ssl" and ctx.protocol == ssl.PROTOCOL_TLS_CLIENT:
+        # ssl.create_default_context() makes one: every handshake would fail to start
+        raise ValueError(
+            "option 'ctx' is a client context (ssl.PROTOCOL_TLS_CLIENT): a server needs "
+            "ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)"
+        )
     if tls_engine not in ("auto", kind):
         raise ValueError(
             f"option 'tls_engine' is {tls_engine!r} but option 'ctx' is a "

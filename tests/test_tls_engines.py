@@ -9,6 +9,7 @@ Every other TLS test runs on each engine too (tests/test_tls.py's ``tls_engine``
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,8 @@ def test_ctx_of_the_other_engine_is_refused_at_once(engine: str, ctx: str) -> No
 def test_bad_engine_or_ctx_is_refused_at_once() -> None:
     with pytest.raises(ValueError, match="tls_engine"):
         prefork.server.new(onstream=hello, tls_engine="gnutls")
+    with pytest.raises(ValueError, match="client context"):
+        prefork.server.new(onstream=hello, ctx=ssl.create_default_context())
     with pytest.raises(TypeError, match=r"ssl\.SSLContext or a OpenSSL\.SSL\.Context"):
         prefork.server.new(onstream=hello, ctx="cert.pem")
 
@@ -159,3 +162,28 @@ def test_command_refuses_a_key_that_does_not_match(tmp_path, engine: str) -> Non
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert f"cannot load certificate {str(certfile)!r}" in result.stderr
+
+
+@pytest.mark.parametrize("engine", ["ssl", "pyopenssl"])
+def test_command_worker_survives_bad_client_hellos(start_master, tmp_path, engine: str) -> None:
+    """Garbage where a ClientHello belongs closes that connection only: the same worker
+    serves on (its pid and its count of requests go on)."""
+    certfile, keyfile = write_certificate(tmp_path)
+    options = ["--certfile", str(certfile), "--keyfile", str(keyfile), "--tls-engine", engine]
+    master = start_master("pid", *options, workers=1, wait=False)
+    master.wait_workers(1)
+
+    def served() -> bytes | None:
+        master.check_running()
+        try:
+            return https_get(master.address)[1]
+        except OSError:
+            return None
+
+    pid, count = wait_until(served, what="an HTTPS answer").split()
+    for garbage in (b"\x16\x03\x01\x00\x10\x01" + b"\xff" * 15, b"\x16\x03\x03\xff\xff\x01"):
+        with socket.create_connection(("127.0.0.1", master.address), timeout=10) as sock:
+            sock.sendall(garbage + b"\x00" * 100)
+            while sock.recv(65536):  # at most an alert, then the server closes
+                pass
+    assert https_get(master.address)[1].split() == [pid, str(int(count) + 1).encode()]
