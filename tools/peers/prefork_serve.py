@@ -79,8 +79,12 @@ def main() -> None:
         cq=loop,
         onstream=hello,
     )
-    # SIGTERM (tools/bench's stop) ends the process like Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM (tools/bench's stop) ends the process like Ctrl-C. Under uvloop an exception from
+    # a Python signal handler does not stop the loop: close the server, loop() then returns.
+    if loop is not None:
+        loop.add_signal_handler(signal.SIGTERM, server.close)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
         server.loop()
 
