@@ -298,17 +298,20 @@ class Function(Kind):
 
 @dataclass(frozen=True)
 class Instance(Kind):
-    """An instance of the class at ``path`` (imported when first needed: OpenSSL is heavy)."""
+    """An instance of the class at ``path``, or of one at the ``others`` paths (each imported
+    when first needed, in that order: OpenSSL is heavy)."""
 
     path: str
     what: str = ""
+    others: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        return f"`{self.path}`"
+        return " or ".join(f"`{p}`" for p in (self.path, *self.others))
 
     def check(self, value: Any, label: str) -> Any:
-        module, _, name = self.path.rpartition(".")
-        if not isinstance(value, getattr(importlib.import_module(module), name)):
-            what = self.what or f"a {self.path}"
-            raise TypeError(f"{label} must be {what}, got {_type_name(value)}")
-        return value
+        for path in (self.path, *self.others):
+            module, _, name = path.rpartition(".")
+            if isinstance(value, getattr(importlib.import_module(module), name)):
+                return value
+        what = self.what or " or ".join(f"a {p}" for p in (self.path, *self.others))
+        raise TypeError(f"{label} must be {what}, got {_type_name(value)}")

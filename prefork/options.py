@@ -18,6 +18,7 @@ from typing import Any
 from prefork.protocol.http1 import Limits
 from prefork.protocol.trust import TrustedPeers
 from prefork.settings import DEFAULTS, SETTINGS
+from prefork.tlscontext import engine_of
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ServerOptions:
     onerror: Callable[..., Any] | None = DEFAULTS["onerror"]
     tls: bool | None = DEFAULTS["tls"]
     ctx: Any = DEFAULTS["ctx"]
+    tls_engine: str = DEFAULTS["tls_engine"]
     connection_setup_timeout: float = DEFAULTS["connection_setup_timeout"]
     intra_stream_timeout: float = DEFAULTS["intra_stream_timeout"]
     version: float | None = DEFAULTS["version"]
@@ -101,7 +103,9 @@ def parse_server_options(options: dict[str, Any], *, listening: bool = False) ->
         raise TypeError(f"unknown option(s): {', '.join(unknown)}")
     if options.get("onstream") is None:
         raise ValueError("option 'onstream' is required")
-    return ServerOptions(**_checked(options, SERVER_NAMES))
+    parsed = ServerOptions(**_checked(options, SERVER_NAMES))
+    engine_of(parsed.tls_engine, parsed.ctx)  # a ctx of the other engine: ValueError
+    return parsed
 
 
 def parse_listen_options(options: dict[str, Any]) -> ListenOptions:

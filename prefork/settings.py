@@ -131,6 +131,7 @@ class Section(NamedTuple):
 
 SECONDS = Number(0, seconds=True)
 TLS = Choice({"on": True, "off": False, "auto": None}, error=TypeError)
+TLS_ENGINE = Choice({n: n for n in ("auto", "pyopenssl", "ssl")})
 VERSION = Choice({"1.0": 1.0, "1.1": 1.1, "2": 2.0})
 LOG_LEVELS = Choice({n: n for n in ("debug", "info", "warning", "error", "critical")})
 DISPATCH = Choice({"balanced": "balanced", "round-robin": "round-robin"})
@@ -188,6 +189,10 @@ SERVER_OPTIONS = (
             ("--certfile",), "FILE"),
     Setting("keyfile", Str(), None, MASTER, "PEM private key for --certfile (default: the "
             "certfile itself)", ("--keyfile",), "FILE"),
+    Setting("tls_engine", TLS_ENGINE, "auto", BOTH, "the TLS library: ssl (the standard "
+            "library's ssl module, the faster), pyopenssl, or auto: pyopenssl when ctx is an "
+            "OpenSSL.SSL.Context, else ssl. checktls() returns an ssl.SSLObject or an "
+            "OpenSSL.SSL.Connection (docs/tls.md)", ("--tls-engine",)),
     Setting("version", VERSION, None, BOTH, "pin the HTTP version the server speaks (and offers "
             "in ALPN)", ("--http-version",), shown="any: HTTP/1.x and HTTP/2"),
     Setting("loop", Implementation("asyncio", "uvloop"), "asyncio", SERVER, "the event loop: "
@@ -305,8 +310,9 @@ LIBRARY_OPTIONS = (
             "accept on"),
     Setting("onerror", Function(), None, SERVER, "the error handler "
             "(`prefork.server.default_onerror`, which re-raises)"),
-    Setting("ctx", Instance("OpenSSL.SSL.Context"), None, SERVER, "the TLS context (none: a "
-            "generated self-signed certificate)"),
+    Setting("ctx", Instance("ssl.SSLContext", others=("OpenSSL.SSL.Context",)), None, SERVER,
+            "the TLS context, of the engine `tls_engine` names (none: a generated self-signed "
+            "certificate)"),
     Setting("cq", Instance("asyncio.AbstractEventLoop", "an asyncio event loop"), None, SERVER,
             "the event loop to run on (none: the server makes one)"),
     Setting("host", Str(), None, LISTEN, "local address or host name; this or `path`"),

@@ -17,10 +17,11 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from prefork import sockets
+from prefork import sockets, tlscontext
 from prefork.netkinds import address, proxy_marked
 from prefork.options import ListenOptions
 from prefork.process import systemd
+from prefork.protocol.tlscommon import alpn_protocols
 from prefork.settings import BOTH, SERVER, SETTINGS
 
 WORKER_OPTIONS = tuple(s.name for s in SETTINGS.values() if s.layer in (SERVER, BOTH) and s.flags)
@@ -34,48 +35,19 @@ def server_options(settings: dict[str, Any]) -> dict[str, Any]:
     """
     opts = {name: settings[name] for name in WORKER_OPTIONS}
     version = opts["version"]
+    engine = tlscontext.engine_of(opts["tls_engine"], None)  # auto: the ssl module's
+    alpn = alpn_protocols(version, h2=version in (None, 2))
     if settings["certfile"]:
-        opts["ctx"] = tls_context(settings["certfile"], settings["keyfile"], version)
+        opts["ctx"] = tlscontext.load(engine, settings["certfile"], settings["keyfile"], alpn)
     elif opts["tls"] is not False:
         # One generated certificate for the whole pool (made before the fork), not one per
         # worker: clients that pin it see the same certificate whichever worker answers.
-        from prefork.protocol import tls
-
-        opts["ctx"] = tls.default_context(
-            None, tls.alpn_protocols(version, h2=version in (None, 2))
-        )
+        opts["ctx"] = tlscontext.generated(engine, None, alpn)
         logging.getLogger("prefork").warning(
             "TLS with a generated self-signed certificate: clients will not trust it; "
             "pass --certfile/--keyfile (see docs/tls.md)"
         )
     return opts
-
-
-def tls_context(certfile: str, keyfile: str | None, version: float | None) -> Any:
-    """An ``OpenSSL.SSL.Context`` with prefork's TLS defaults and this certificate.
-
-    Raises:
-        RuntimeError: a file cannot be read, or the certificate and key do not load or match.
-    """
-    from OpenSSL import SSL
-
-    from prefork.protocol import tls
-
-    for path in filter(None, (certfile, keyfile)):
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise RuntimeError(f"cannot read {path!r}: {exc.strerror}") from None
-    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-    tls.configure(ctx, tls.alpn_protocols(version, h2=version in (None, 2)))
-    try:
-        ctx.use_certificate_chain_file(certfile)
-        ctx.use_privatekey_file(keyfile or certfile)
-        ctx.check_privatekey()
-    except (OSError, SSL.Error) as exc:
-        raise RuntimeError(f"cannot load certificate {certfile!r}: {exc}") from None
-    return ctx
 
 
 def parse_bind(text: str) -> ListenOptions | int:

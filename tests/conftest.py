@@ -29,6 +29,7 @@ import prefork.server
 from prefork.headers import Headers
 from tests.helpers import read_response as read_response  # imported from here by some tests
 from tests.master_helpers import MasterProc, Masters
+from tests.tls_helpers import apply_engine
 
 JOIN_TIMEOUT = 15
 
@@ -113,14 +114,25 @@ class Running:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Running]]:
+def tls_engine() -> str:
+    """The TLS engine of the servers ``serve`` starts: ``auto`` unless a module or test
+    parametrizes this fixture with ``tests.tls_helpers.ENGINES``."""
+    return "auto"
+
+
+@pytest.fixture
+def serve(tls_engine: str) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
+    loops: list[asyncio.AbstractEventLoop] = []
 
     def start(onstream: Callable[..., Any] = hello, **options: Any) -> Running:
         if "path" not in options:
             options.setdefault("host", "127.0.0.1")
             options.setdefault("port", 0)
         options.setdefault("tls", False)
+        loop = apply_engine(tls_engine, options)
+        if loop is not None:
+            loops.append(loop)
         server = prefork.server.listen(onstream=onstream, **options)
         server.listen()
         running = Running(server)
@@ -130,6 +142,8 @@ def serve() -> Iterator[Callable[..., Running]]:
     yield start
     for running in started:
         running.stop()
+    for loop in loops:
+        loop.close()
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from tests.helpers import pattern, read_response, wait_until
 from tests.master_helpers import clean_env
 from tests.test_http2 import Raw, h2_context
 from tests.test_tls import client_context, recorder
+from tests.tls_helpers import each_engine
 
 TIMEOUT = 10.0
 App = Callable[..., Any]
@@ -154,10 +155,11 @@ def test_http2_scope_has_host_from_authority(served) -> None:
     assert not any(n.startswith(b":") for n, _ in scope["headers"])
 
 
+@each_engine
 @pytest.mark.parametrize("http2", [False, True])
-def test_tls_scope_is_https(served, http2: bool) -> None:
+def test_tls_scope_is_https(served, tls_engine: str, http2: bool) -> None:
     seen: queue.Queue = queue.Queue()
-    options = {"ctx": h2_context()} if http2 else {}
+    options = {"ctx": h2_context(tls_engine)} if http2 else {}
     running, _ = served(scope_app(seen), tls=True, **options)
     url = f"https://127.0.0.1:{running.port}/s"
     with httpx.Client(verify=client_context(), http2=http2, timeout=TIMEOUT) as client:

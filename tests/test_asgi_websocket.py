@@ -28,6 +28,7 @@ from tests.test_asgi import respond
 from tests.test_http2 import h2_context
 from tests.test_tls import client_context
 from tests.test_websocket_h2 import Client
+from tests.tls_helpers import each_engine
 
 TIMEOUT = 10.0
 served = test_asgi.served  # the fixture
@@ -278,6 +279,7 @@ def test_a_bad_handshake_never_reaches_the_app(served) -> None:
     assert seen.empty()
 
 
+@each_engine
 def test_wss_scope(served) -> None:
     seen: queue.Queue = queue.Queue()
     running, _ = served(ws_app(seen), tls=True)

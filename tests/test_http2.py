@@ -34,6 +34,7 @@ from prefork.protocol import http2 as proto
 from prefork.protocol import tls
 from tests.conftest import Running, hello, response_headers
 from tests.helpers import curl, echo, need_curl, wait_until
+from tests.tls_helpers import each_engine, server_context, with_engines
 
 TIMEOUT = 10.0
 NGHTTP = shutil.which("nghttp")
@@ -44,9 +45,9 @@ REQUEST = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority
 # -- clients ---------------------------------------------------------------------------------
 
 
-def h2_context() -> Any:
-    """A server context whose ALPN offers h2 (generated certificate)."""
-    return tls.default_context("127.0.0.1", tls.alpn_protocols(None, h2=True))
+def h2_context(engine: str = "pyopenssl", host: str = "127.0.0.1", version: Any = None) -> Any:
+    """A server context of ``engine`` whose ALPN offers h2 (generated certificate)."""
+    return server_context(engine, host, tls.alpn_protocols(version, h2=True))
 
 
 @contextlib.contextmanager
@@ -171,6 +172,7 @@ def test_httpx_prior_knowledge(serve) -> None:
     assert "date" in r.headers
 
 
+@each_engine
 @pytest.mark.parametrize("mode", [True, None])
 def test_the_generated_context_offers_h2(serve, mode: bool | None) -> None:
     running = serve(echo, tls=mode)  # no ctx: the self-signed default
@@ -179,9 +181,10 @@ def test_the_generated_context_offers_h2(serve, mode: bool | None) -> None:
     assert (r.status_code, r.http_version) == (200, "HTTP/2")
 
 
+@each_engine
 @pytest.mark.parametrize("mode", [True, None])
-def test_httpx_over_tls_alpn(serve, mode: bool | None) -> None:
-    running = serve(echo, tls=mode, ctx=h2_context())
+def test_httpx_over_tls_alpn(serve, tls_engine: str, mode: bool | None) -> None:
+    running = serve(echo, tls=mode, ctx=h2_context(tls_engine))
     url = f"https://127.0.0.1:{running.port}"
     with httpx.Client(http2=True, verify=False, timeout=TIMEOUT) as client:
         r = client.post(url + "/t", content=b"x" * 100)
@@ -202,8 +205,9 @@ def test_curl_prior_knowledge_and_upgrade(serve) -> None:
 
 
 @need_curl
-def test_curl_over_tls(serve) -> None:
-    running = serve(echo, tls=True, ctx=h2_context())
+@each_engine
+def test_curl_over_tls(serve, tls_engine: str) -> None:
+    running = serve(echo, tls=True, ctx=h2_context(tls_engine))
     out = curl("--http2", "-k", "-i", f"https://127.0.0.1:{running.port}/s")
     assert out.stdout.startswith(b"HTTP/2 200"), out
     assert b"x-scheme: https" in out.stdout
@@ -266,6 +270,7 @@ def test_preface_split_across_reads(serve) -> None:
             assert frame.type == 0x4, reply
 
 
+@each_engine
 def test_prior_knowledge_over_tls_without_alpn(serve) -> None:
     running = serve(echo, tls=True)  # no ALPN asked for: the preface decides
     ctx = ssl.create_default_context()
@@ -281,6 +286,7 @@ def test_prior_knowledge_over_tls_without_alpn(serve) -> None:
     assert (headers[":status"], headers["x-tls"]) == ("200", "yes")
 
 
+@each_engine
 def test_version_2_pins_http2_over_tls_without_alpn(serve) -> None:
     running = serve(echo, tls=True, version=2)  # the generated context offers no h2 here
     with httpx.Client(http2=True, verify=False, timeout=TIMEOUT) as client:
@@ -738,11 +744,13 @@ def test_continuation_flood_closes_the_connection(serve, raw, size: int) -> None
 
 @pytest.mark.parametrize("server_version", [None, 1.1, 2])
 @pytest.mark.parametrize("client", ["1.1", "2"])
-@pytest.mark.parametrize("tls_on", [False, True])
+@pytest.mark.parametrize(("tls_on", "tls_engine"), [(False, "auto"), *with_engines(True)])
 @pytest.mark.parametrize("family", ["tcp", "unix"])
-def test_matrix(serve, tmp_path, family: str, tls_on: bool, client: str, server_version) -> None:
+def test_matrix(
+    serve, tmp_path, family: str, tls_on: bool, tls_engine: Any, client: str, server_version
+) -> None:
     where = {"path": str(tmp_path / "s")} if family == "unix" else {}
-    ctx = tls.default_context("localhost", tls.alpn_protocols(server_version, h2=True))
+    ctx = h2_context(tls_engine, "localhost", server_version) if tls_on else None
     running = serve(echo, tls=tls_on, ctx=ctx, version=server_version, **where)
     h2_client = client == "2"
     transport = httpx.HTTPTransport(

@@ -31,6 +31,7 @@ from prefork.errors import StreamStateError
 from prefork.headers import Headers
 from tests.conftest import run_async
 from tests.helpers import plain_page, read_response, websocket_echo
+from tests.tls_helpers import each_engine
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 TIMEOUT = 10
@@ -337,6 +338,7 @@ def test_send_waits_while_the_client_does_not_read(serve) -> None:
     assert get_plain(running) == b"plain\n"
 
 
+@each_engine
 def test_over_tls(serve) -> None:
     """wss:// works: the TLS connection's transport is handed over, not its socket."""
     seen: queue.Queue = queue.Queue()

@@ -27,6 +27,7 @@ from prefork import websocket
 from tests.conftest import Running
 from tests.helpers import websocket_echo
 from tests.test_http2 import Raw, h2_context
+from tests.tls_helpers import each_engine
 
 TIMEOUT = 10
 
@@ -249,9 +250,10 @@ def test_a_plain_connect_is_no_websocket(serve, client) -> None:
     assert seen.get(timeout=TIMEOUT) == ("refused", 400)
 
 
-def test_over_tls_with_alpn_h2(serve, client) -> None:
+@each_engine
+def test_over_tls_with_alpn_h2(serve, client, tls_engine: str) -> None:
     seen: queue.Queue = queue.Queue()
-    running = serve(websocket_echo(seen), tls=True, ctx=h2_context())
+    running = serve(websocket_echo(seen), tls=True, ctx=h2_context(tls_engine))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

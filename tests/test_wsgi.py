@@ -33,6 +33,7 @@ import pytest
 from prefork import wsgi
 from tests.conftest import Running
 from tests.helpers import curl, need_curl, pattern, read_response, wait_until
+from tests.tls_helpers import each_engine
 
 TIMEOUT = 10.0
 WAIT = 10.0  # seconds an application or the test waits for the other side
@@ -180,6 +181,7 @@ def test_environ_http2_prior_knowledge(serve) -> None:
     assert env["body"] == "abc"
 
 
+@each_engine
 @pytest.mark.parametrize("h2", [False, True], ids=["h1", "h2"])
 def test_environ_tls(serve, h2: bool) -> None:
     running = serve(wsgi.onstream(environ_app), tls=True)

@@ -23,7 +23,9 @@ header as its ``proxy``.
 The TLS context is the ``ctx`` option, or one generated once per server with a self-signed
 certificate (made when the first TLS client arrives if ``tls`` is None, so a server that only
 ever sees plaintext makes none and logs nothing). Its ALPN list offers ``h2`` unless
-``version`` is 1.0 or 1.1.
+``version`` is 1.0 or 1.1. Its engine, pyOpenSSL or the standard library's ``ssl``, follows
+the ``tls_engine`` option and the ``ctx`` given (``prefork.tlscontext.engine_of``); either
+engine's session runs under the same :class:`~prefork.aio.tls.TLSProtocol`.
 
 The libraries are imported on first need (docs/architecture.md): pyOpenSSL and cryptography
 (``prefork.aio.tls``, ``prefork.protocol.tls``) with the first TLS connection, or at once with
@@ -40,6 +42,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from prefork import tlscontext
 from prefork.aio.common import TAKEN
 from prefork.aio.host import ConnectionHost
 from prefork.aio.http1 import H1Connection
@@ -47,10 +50,9 @@ from prefork.aio.proxy import ProxyHeaderProtocol
 from prefork.aio.setupphase import SetupProtocol
 from prefork.protocol.proxy import ProxyHeader
 from prefork.protocol.sniff import looks_like_tls, preface_match
+from prefork.protocol.tlscommon import Session, alpn_protocols
 
 if TYPE_CHECKING:
-    from OpenSSL import SSL
-
     from prefork.aio.tls import TLSProtocol
 
 log = logging.getLogger("prefork.server")
@@ -80,8 +82,9 @@ def connection_factories(server: ConnectionHost) -> tuple[Factory, Factory]:
     if mode:
         contexts.get()  # TLS only: make (and warn about) a generated context at start-up
 
-    def app(connection: SSL.Connection, proxy: ProxyHeader | None = None) -> asyncio.Protocol:
-        alpn = connection.get_alpn_proto_negotiated()
+    def app(
+        connection: Any, alpn: bytes | None, proxy: ProxyHeader | None = None
+    ) -> asyncio.Protocol:
         if alpn == b"h2" or version == 2:
             from prefork.aio.http2 import H2Connection
 
@@ -95,7 +98,7 @@ def connection_factories(server: ConnectionHost) -> tuple[Factory, Factory]:
         from prefork.aio.tls import TLSProtocol
 
         factory = app if proxy is None else functools.partial(app, proxy=proxy)
-        return TLSProtocol(server, contexts.get(), factory, deadline)
+        return TLSProtocol(server, contexts.session(), factory, deadline)
 
     def after_header(proxy: ProxyHeader | None, deadline: float | None) -> asyncio.Protocol:
         if mode is False:
@@ -121,19 +124,23 @@ class _Contexts:
     """The server's TLS context: the ``ctx`` option, else one generated on first use."""
 
     def __init__(self, server: ConnectionHost) -> None:
+        options = server.options
         self._server = server
-        self._ctx: SSL.Context | None = server.options.ctx
+        self._ctx: Any = options.ctx
+        self.engine = tlscontext.engine_of(options.tls_engine, options.ctx)
 
-    def get(self) -> SSL.Context:
+    def session(self) -> Session:
+        """A new server-side session for prefork's own TLS protocol."""
+        return tlscontext.new_session(self.engine, self.get())
+
+    def get(self) -> Any:
         ctx = self._ctx
         if ctx is None:
-            from prefork.protocol import tls
-
             server = self._server
             host = server.bind_host
             version = server.options.version
-            alpn = tls.alpn_protocols(version, h2=version in (None, 2))
-            ctx = self._ctx = tls.default_context(host, alpn)
+            alpn = alpn_protocols(version, h2=version in (None, 2))
+            ctx = self._ctx = tlscontext.generated(self.engine, host, alpn)
             log.warning(
                 "TLS with a generated self-signed certificate for %s: clients will not trust "
                 "it; pass ctx= with a real certificate (see docs/tls.md)",

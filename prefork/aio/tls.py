@@ -1,15 +1,21 @@
 """TLS on asyncio: a protocol that owns the TCP transport and gives the HTTP layer plaintext.
 
-:class:`TLSProtocol` runs the handshake of a :class:`~prefork.protocol.tls.TLSSession` under
-the connection's set-up deadline, then makes the application protocol (an ``H1Connection``;
-later HTTP/2, chosen by ALPN) and hands it a :class:`TLSTransport`, which looks to it like the
-TCP transport: ``write`` encrypts, ``close`` sends close_notify, ``pause_reading`` stops the
-socket. Everything that can go wrong with a peer (a bad ClientHello, a bad record, a handshake
-that never finishes, a reset) ends in one place, the connection closing, and is not reported:
-a bad peer is not an error of the server (docs/architecture.md, "Errors").
+:class:`TLSProtocol` runs the handshake of a TLS session under the connection's set-up
+deadline, then makes the application protocol (HTTP/1 or HTTP/2, chosen by ALPN) and hands it
+a :class:`TLSTransport`, which looks to it like the TCP transport: ``write`` encrypts,
+``close`` sends close_notify, ``pause_reading`` stops the socket. Everything that can go wrong
+with a peer (a bad ClientHello, a bad record, a handshake that never finishes, a reset) ends in
+one place, the connection closing with a debug log line, and is not reported: a bad peer is
+not an error of the server (docs/architecture.md, "Errors").
 
-asyncio's own ``loop.start_tls`` is not used: it needs an ``ssl.SSLContext``, and the seed's
-``ctx`` is a pyOpenSSL context (what ``stream.checktls()`` returns is that connection).
+The session is either engine's (docs/tls.md, "Two engines"): a pyOpenSSL
+:class:`~prefork.protocol.tls.TLSSession` or a standard-library
+:class:`~prefork.protocol.stdtls.StdTLSSession`; both are bytes in, bytes out, and
+``stream.checktls()`` returns the session's ``connection``. The loop's own TLS transport
+(``loop.start_tls``, ``connect_accepted_socket(ssl=...)``) is not used, for either engine:
+asyncio's is pure Python and costs more per request than this protocol; uvloop's costs the
+same, cannot take back the bytes a sniff or a PROXY header stage read, and drops the alert of
+a failed handshake (docs/tls.md, "Why not the loop's own TLS transport").
 
 :class:`~prefork.aio.setupphase.SetupProtocol`, the part shared with the ``tls=None`` sniff,
 is in its own module: this one imports pyOpenSSL, and ``prefork.aio.setup`` imports it only
@@ -19,17 +25,19 @@ when the first TLS connection arrives (docs/architecture.md, "Imports on first n
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from OpenSSL import SSL
-
 from prefork.aio.host import ConnectionHost
 from prefork.aio.setupphase import SetupProtocol
-from prefork.protocol.tls import TLSError, TLSSession
+from prefork.protocol.tlscommon import Session, TLSError
 
-#: Makes the application protocol once the handshake is done (given the TLS connection).
-AppFactory = Callable[[SSL.Connection], asyncio.Protocol]
+log = logging.getLogger("prefork.server")
+
+#: Makes the application protocol once the handshake is done, given the TLS connection object
+#: (``OpenSSL.SSL.Connection`` or ``ssl.SSLObject``) and the protocol ALPN chose (or None).
+AppFactory = Callable[[Any, bytes | None], asyncio.Protocol]
 
 
 class TLSProtocol(SetupProtocol):
@@ -38,12 +46,12 @@ class TLSProtocol(SetupProtocol):
     def __init__(
         self,
         host: ConnectionHost,
-        ctx: SSL.Context,
+        session: Session,
         app_factory: AppFactory,
         deadline: float | None = None,
     ) -> None:
         super().__init__(host, deadline)
-        self.session = TLSSession(ctx)
+        self.session = session
         self.app: asyncio.Protocol | None = None
         self._app_factory = app_factory
         self._app_transport: TLSTransport | None = None
@@ -93,8 +101,8 @@ class TLSProtocol(SetupProtocol):
         session = self.session
         try:
             plaintext = session.read()
-        except TLSError:
-            self._fail()
+        except TLSError as exc:
+            self._fail(exc)
             return
         app = self.app
         if app is None:
@@ -111,7 +119,8 @@ class TLSProtocol(SetupProtocol):
 
     def _start_app(self) -> asyncio.Protocol:
         """The handshake is done: the application takes over (and the server's count)."""
-        app = self.app = self._app_factory(self.session.connection)
+        session = self.session
+        app = self.app = self._app_factory(session.connection, session.alpn)
         self._app_transport = TLSTransport(self)
         app.connection_made(self._app_transport)
         self.setup_done(handed_over=True)
@@ -124,9 +133,10 @@ class TLSProtocol(SetupProtocol):
         self._eof = True
         return bool(self.app.eof_received())
 
-    def _fail(self) -> None:
+    def _fail(self, exc: TLSError) -> None:
         # Send the alert OpenSSL queued (it tells the peer why), then close; abort if the
         # peer is not reading, so an unread buffer cannot hold the socket open.
+        log.debug("TLS failed (%s): %s", "after the handshake" if self.app else "handshake", exc)
         self._flush()
         self._closing = self._closed = True
         if self.transport.get_write_buffer_size():
@@ -156,8 +166,8 @@ class TLSProtocol(SetupProtocol):
             return
         try:
             self.session.send(data)
-        except TLSError:
-            self._fail()
+        except TLSError as exc:
+            self._fail(exc)
             return
         self.transport.write(self.session.data_to_send(len(data)))
 

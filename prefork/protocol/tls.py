@@ -1,4 +1,9 @@
-"""TLS for a server, sans-I/O: a pyOpenSSL connection on memory BIOs, and the server context.
+"""TLS with pyOpenSSL, sans-I/O: a connection on memory BIOs, and the server context.
+
+This is the ``pyopenssl`` engine (docs/tls.md, "Two engines"); :mod:`prefork.protocol.stdtls`
+is the same for the standard library's ``ssl``. What both share (:class:`TLSError`,
+:data:`CIPHERS`, :func:`alpn_protocols`, :func:`self_signed`) is defined in
+:mod:`prefork.protocol.tlscommon` and :mod:`prefork.protocol.selfsigned` and re-exported here.
 
 :class:`TLSSession` is bytes in, bytes out, like h11: the caller feeds the ciphertext it read
 (:meth:`~TLSSession.receive_data`), takes plaintext from :meth:`~TLSSession.read` (which drives
@@ -18,21 +23,18 @@ with forward secrecy, and an ALPN callback that picks the application protocol (
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 
+from prefork.protocol.selfsigned import DEFAULT_VALIDITY, self_signed
 from prefork.protocol.sniff import looks_like_tls
+from prefork.protocol.tlscommon import CIPHERS, MAX_PLAINTEXT, TLSError, alpn_protocols
 
 __all__ = [
     "CIPHERS",
+    "DEFAULT_VALIDITY",
     "TLSError",
     "TLSSession",
     "alpn_protocols",
@@ -43,32 +45,10 @@ __all__ = [
     "self_signed",
 ]
 
-# SSL_read returns at most one record (16 KiB of plaintext, RFC 8446 section 5.1) per call with
-# today's OpenSSL; the large buffer costs nothing extra (pyOpenSSL does not zero it) and lets an
-# OpenSSL that returns several records at once do so.
-READ_SIZE = 256 * 1024
 # Ciphertext per record beyond its plaintext: header, IV/nonce, tag or MAC, CBC padding.
 _RECORD_OVERHEAD = 512
-_RECORD_SIZE = 16384
-
-# TLS 1.2 suites (RFC 9325 section 4.2: ECDHE, AEAD only), ECDSA first since our generated key is
-# P-256. TLS 1.3 suites are OpenSSL's defaults, all AEAD. None is on RFC 9113 appendix A's
-# list of suites HTTP/2 forbids.
-CIPHERS = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
-DEFAULT_VALIDITY = datetime.timedelta(days=30)
-_WILDCARD_HOSTS = (None, "", "0.0.0.0", "::", "localhost")
-
-
-class TLSError(ConnectionError):
-    """The peer broke TLS (bad handshake, bad record, unexpected message).
-
-    A ``ConnectionError``: like a reset, it ends this one connection and is not an error of the
-    server. OpenSSL has usually queued an alert in :meth:`TLSSession.data_to_send` for the peer.
-    """
+_HEADER = 5  # a record's header: type, legacy version, length (RFC 8446 section 5.1)
+_MAX_RECORD = MAX_PLAINTEXT + 2048  # the longest a record may claim (RFC 5246 section 6.2.3)
 
 
 class TLSSession:
@@ -80,7 +60,7 @@ class TLSSession:
         peer_closed: the peer sent close_notify; no more plaintext will come.
     """
 
-    __slots__ = ("_shut", "connection", "established", "peer_closed")
+    __slots__ = ("_head", "_left", "_records", "_shut", "connection", "established", "peer_closed")
 
     def __init__(self, ctx: SSL.Context) -> None:
         self.connection = SSL.Connection(ctx, None)  # None: memory BIOs, no socket
@@ -88,6 +68,11 @@ class TLSSession:
         self.established = False
         self.peer_closed = False
         self._shut = False
+        # The records fed and not read yet (see _count): read() makes one SSL_read per record,
+        # and no last call that fails for want of data (about a third of a read's cost).
+        self._records = 0
+        self._left = 0  # bytes still to come of the record being received
+        self._head = b""  # the first bytes of a record header split between two reads
 
     @property
     def alpn(self) -> bytes | None:
@@ -97,6 +82,37 @@ class TLSSession:
     def receive_data(self, data: bytes) -> None:
         """Feed ciphertext read from the peer (buffered in OpenSSL until :meth:`read`)."""
         self.connection.bio_write(data)
+        self._count(data)
+
+    def _count(self, data: bytes) -> None:
+        """Count the records ``data`` completes, from their headers (RFC 8446 section 5.1).
+
+        Only lengths are read here; OpenSSL checks everything else. A header whose length
+        is over the limit counts as a record at once, so OpenSSL rejects it at once.
+        """
+        size, left = len(data), self._left
+        if left > size:
+            self._left = left - size
+            return
+        pos, done = left, 1 if left else 0
+        if self._head:  # the start of a header came with the last read (left is 0 then)
+            data = self._head + data
+            size = len(data)
+        while pos + _HEADER <= size:
+            length = data[pos + 3] << 8 | data[pos + 4]
+            if length > _MAX_RECORD:
+                pos, done = size, done + 1
+                break
+            end = pos + _HEADER + length
+            if end > size:
+                self._left, self._head = end - size, b""
+                self._records += done
+                return
+            pos = end
+            done += 1
+        self._left = 0
+        self._head = data[pos:]
+        self._records += done
 
     def read(self) -> bytes:
         """Advance the handshake if it is not done, then return all plaintext decryptable now.
@@ -116,11 +132,19 @@ class TLSSession:
             except SSL.Error as exc:
                 raise TLSError(_describe(exc)) from None
             self.established = True
+            self._records = -1  # the handshake took records we did not count: read them all
+        records, self._records = self._records, 0
+        if records == 0:
+            return b""
         chunks = []
         recv = conn.recv
         try:
-            while True:
-                chunks.append(recv(READ_SIZE))
+            # Each call takes at least one whole record (the buffer holds the largest): after
+            # as many calls as records, none is left. Records without application data (an
+            # alert, a key update) make a call take several, or end it with WantReadError.
+            while records:
+                chunks.append(recv(MAX_PLAINTEXT))
+                records -= 1
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:  # close_notify (RFC 8446 section 6.1)
@@ -149,7 +173,7 @@ class TLSSession:
             hint: plaintext bytes just sent; sizes the read so that one call usually drains
                 the BIO (a short read proves it empty, saving the call that fails).
         """
-        size = hint + (hint // _RECORD_SIZE + 1) * _RECORD_OVERHEAD + 4096
+        size = hint + (hint // MAX_PLAINTEXT + 1) * _RECORD_OVERHEAD + 4096
         bio_read = self.connection.bio_read
         chunks = []
         while True:
@@ -182,23 +206,6 @@ def _describe(exc: SSL.Error) -> str:
 
 
 # -- contexts ------------------------------------------------------------------------------------
-
-
-def alpn_protocols(version: float | None, *, h2: bool = False) -> tuple[bytes, ...]:
-    """The ALPN protocol ids a server with option ``version`` accepts.
-
-    Args:
-        version: the server's ``version`` option (None: any).
-        h2: offer ``h2`` (only once the server can speak HTTP/2).
-    """
-    allowed: list[bytes] = []
-    if h2 and version in (None, 2):
-        allowed.append(b"h2")
-    if version in (None, 1.1):
-        allowed.append(b"http/1.1")
-    if version in (None, 1.0):
-        allowed.append(b"http/1.0")
-    return tuple(allowed)
 
 
 def alpn_selector(protocols: Iterable[bytes]) -> Callable[[SSL.Connection, list[bytes]], Any]:
@@ -246,66 +253,6 @@ def configure(ctx: SSL.Context, protocols: Sequence[bytes]) -> SSL.Context:
     if protocols:
         ctx.set_alpn_select_callback(alpn_selector(protocols))
     return ctx
-
-
-def self_signed(
-    host: str | None,
-    *,
-    validity: datetime.timedelta = DEFAULT_VALIDITY,
-    now: datetime.datetime | None = None,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A new P-256 key and a self-signed certificate for ``host``, made in memory.
-
-    P-256 rather than RSA: a handshake signs once with the server key, and ECDSA signing is
-    about ten times cheaper than RSA-2048. The serial is random (RFC 5280 section 4.1.2.2);
-    the validity is short since nothing should trust this certificate for long.
-
-    Args:
-        host: the name or address to certify (subjectAltName); None, a wildcard address or
-            ``localhost`` certify ``localhost``, ``127.0.0.1`` and ``::1``.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = _alt_names(host)
-    common = host if host not in _WILDCARD_HOSTS else "localhost"
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "prefork self-signed"),
-            x509.NameAttribute(NameOID.COMMON_NAME, str(common)[:64]),
-        ]
-    )
-    start = (now or datetime.datetime.now(datetime.UTC)) - datetime.timedelta(hours=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)  # an hour back: tolerate clients whose clocks run slow
-        .not_valid_after(start + validity)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _alt_names(host: str | None) -> list[x509.GeneralName]:
-    if host in _WILDCARD_HOSTS:
-        return [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ]
-    assert host is not None
-    try:
-        return [x509.IPAddress(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        return [x509.DNSName(host.encode("idna").decode("ascii"))]
-    except UnicodeError:  # not a name a certificate can carry: certify localhost instead
-        return _alt_names(None)
 
 
 def default_context(host: str | None, protocols: Sequence[bytes]) -> SSL.Context:

@@ -67,8 +67,9 @@ def tls_notes(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]
         f"{args.server_cpu}; the load generator (h2load -t1, wrk -t{args.threads}) with "
         f"taskset -c {args.load_cpu}. Loopback only.",
         "One self-signed P-256 (ECDSA) certificate and key, made at the start in a temporary "
-        "directory and deleted at the end, serve every TLS server (prefork through an OpenSSL "
-        "context with prefork.protocol.tls.configure and ALPN h2, http/1.1, http/1.0).",
+        "directory and deleted at the end, serve every TLS server (prefork on its default TLS "
+        "engine, the ssl module, through prefork.tlscontext.load: prefork's settings and ALPN h2, "
+        "http/1.1, http/1.0).",
         f"h2load: {args.h2load_warmup} requests of warm-up, then {args.h2load_requests} measured "
         f"({args.h2_connections} connections x {args.h2_streams} streams). wrk: {args.warmup} s "
         f"warm-up, {args.duration} s measured, -c{args.connections}. A fresh server per row.",
