@@ -189,8 +189,11 @@ def test_a_worker_at_its_fd_limit_refuses_batches_and_serves_on(start_master):
     (pid,) = master.wait_workers(1)
     keep_alive = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
     socks = open_clients(master.port, 150, keep_alive)
+    refused = re.compile(rf"worker {pid} refused batch \d+: .*fd limit")
     bodies = []
-    try:
+    try:  # nothing closes before the worker is at its limit: how fast the master runs ahead of
+        # this reader is the scheduler's choice, so the test waits for the refusal itself
+        wait_until(lambda: refused.search(master.stderr()), what="the worker to refuse a batch")
         for sock in socks:  # one response each, then close: the worker's descriptors free up
             bodies.append(read_keep_alive_response(sock))
             sock.close()
@@ -199,7 +202,6 @@ def test_a_worker_at_its_fd_limit_refuses_batches_and_serves_on(start_master):
             sock.close()
     assert bodies == [f"{pid}\n".encode()] * 150, master.stderr()[-3000:]
     assert master.workers() == [pid] and "died" not in master.stderr()
-    assert re.search(rf"worker {pid} refused batch \d+: .*fd limit", master.stderr())
 
 
 def read_keep_alive_response(sock: socket.socket) -> bytes:
