@@ -69,6 +69,7 @@ idle connection <= 0.5x uvicorn-h11 (reported only). Not run unless named: prefo
 ASGI hello on prefork), lua-http-jit (lua-http on LuaJIT).
 
 --runs N runs a suite N times over and reports each row as the median of its runs. --chart DIR
-draws each scenario as an SVG bar chart (DIR/SUITE-SCENARIO.svg, prefork highlighted);
---from-json FILE --chart DIR redraws them from a saved --json FILE without running anything.
+draws each scenario as an SVG bar chart with matplotlib (pip install -e '.[bench]';
+DIR/SUITE-SCENARIO.svg, prefork highlighted); --from-json FILE --chart DIR redraws them from a
+saved --json FILE without running anything.
 """

@@ -1,19 +1,18 @@
-"""--chart DIR: the results drawn as SVG bar charts, one per workload (suite and scenario), a bar
-per server with its value (and its ratio to the row's baseline) written on it, prefork's bars
-highlighted. Drawn from the report that --json writes, so --from-json FILE redraws them without
-running anything.
+"""--chart DIR: the results drawn as SVG bar charts with matplotlib, one per workload (suite and
+scenario), a bar per server with its value (and its ratio to the row's baseline) written beside
+it, prefork's bars highlighted. Drawn from the report that --json writes, so --from-json FILE
+redraws them without running anything.
 
-Written by hand rather than with a plotting library: a horizontal bar chart is a few rectangles
-and labels, and plain SVG text keeps the committed files small, deterministic (the same results
-give the same bytes, so a diff shows what changed) and free of a bench-only dependency that
-would have to be installed in prefork's own python.
+matplotlib is a bench-only dependency (`pip install -e '.[bench]'`), imported only when a chart
+is drawn. The SVG keeps its text as text (`svg.fonttype: none`, so a diff and a search see the
+numbers), carries no date and takes its ids from a fixed salt: the same results give the same
+bytes. Each bar is a group whose id is `bar-N` (`bar-N-prefork` for prefork's own).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 from tools.bench.suites import SUITES
 
@@ -26,8 +25,8 @@ METRICS = {
 }
 # further charts of a scenario's rows: metric -> (file name suffix, title)
 EXTRA = {"worker_rss_kib": ("worker-rss", "idle worker memory, before any connection")}
-WIDTH, LABEL_W, VALUE_W, TOP, ROW_H, BAR_H = 760, 170, 150, 64, 28, 20
-HIGHLIGHT, OTHER = "#d9480f", "#868e96"
+HIGHLIGHT, OTHER, MISSING = "#d9480f", "#868e96", "#c92a2a"
+STYLE = {"svg.fonttype": "none", "svg.hashsalt": "prefork-bench", "font.size": 10}
 
 
 def write_charts(report: dict[str, Any], directory: Path) -> list[Path]:
@@ -46,7 +45,7 @@ def write_charts(report: dict[str, Any], directory: Path) -> list[Path]:
                 continue  # a scenario without a number per server (the master suite's spread)
             suffix, heading = EXTRA.get(metric, ("", title))
             path = directory / f"{suite}-{scen}{'-' if suffix else ''}{suffix}.svg"
-            path.write_text(draw(heading, subtitle(report, mine, metric), mine, metric))
+            draw(path, heading, subtitle(report, mine, metric), mine, metric)
             written.append(path)
     return written
 
@@ -71,41 +70,48 @@ def caption(rows: list[dict[str, Any]]) -> str:
     return command.replace(f":{row['port']}/", ":PORT/") if row.get("port") else command
 
 
-def draw(title: str, sub: str, rows: list[dict[str, Any]], metric: str) -> str:
-    """The SVG text: a labelled bar per row (row order), the value and ratio beside it."""
+def label(row: dict[str, Any], value: float, metric: str) -> str:
+    """The text beside a bar: the value, and the ratio to the baseline where there is one."""
     scale, spec = METRICS[metric][2:]
+    ratio = row.get("ratio_to_baseline") if metric not in EXTRA else None
+    return format(value * scale, spec) + ("" if ratio is None else f"  ({ratio:.2f}x)")
+
+
+def draw(path: Path, title: str, sub: str, rows: list[dict[str, Any]], metric: str) -> None:
+    """Write the chart: a labelled horizontal bar per row, top to bottom in row order."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a screen
+    from matplotlib import pyplot
+
+    scale = METRICS[metric][2]
     values = [r.get(metric) if "error" not in r else None for r in rows]
-    top = max((v for v in values if v is not None), default=0.0) or 1.0
-    height = TOP + ROW_H * len(rows) + 36
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="13" role="img">',
-        f"<title>{escape(title)}</title>",
-        f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
-        f'<text x="10" y="24" font-size="16" font-weight="bold">{escape(title)}</text>',
-        f'<text x="10" y="44" fill="#495057">{escape(sub)}</text>',
-    ]
-    for i, (row, value) in enumerate(zip(rows, values, strict=True)):
-        y, ours = TOP + i * ROW_H, row["server"].startswith("prefork")
-        bold = ' font-weight="bold"' if ours else ""
-        out.append(
-            f'<text x="{LABEL_W - 8}" y="{y + 15}" text-anchor="end"{bold}>'
-            f"{escape(row['server'])}</text>"
-        )
-        if value is None:
-            out.append(f'<text x="{LABEL_W}" y="{y + 15}" fill="#c92a2a">not measured</text>')
-            continue
-        width = round((WIDTH - LABEL_W - VALUE_W) * value / top, 1)
-        ratio = row.get("ratio_to_baseline") if metric not in EXTRA else None
-        out += [
-            f'<rect class="bar{" prefork" if ours else ""}" x="{LABEL_W}" y="{y}" '
-            f'width="{width}" height="{BAR_H}" fill="{HIGHLIGHT if ours else OTHER}"/>',
-            f'<text x="{LABEL_W + width + 6}" y="{y + 15}"{bold}>{format(value * scale, spec)}'
-            + ("" if ratio is None else f' <tspan fill="{OTHER}">({ratio:.2f}x)</tspan>')
-            + "</text>",
-        ]
-    out.append(
-        f'<text x="10" y="{height - 12}" font-size="11" fill="#868e96">'
-        f"{escape(caption(rows))}</text>"
-    )
-    return "\n".join([*out, "</svg>"]) + "\n"
+    top = max((v for v in values if v is not None), default=0.0) * scale or 1.0
+    with matplotlib.rc_context(STYLE):
+        fig, ax = pyplot.subplots(figsize=(7.6, 1.5 + 0.3 * len(rows)), layout="constrained")
+        try:
+            for i, (row, value) in enumerate(zip(rows, values, strict=True)):
+                ours = row["server"].startswith("prefork")
+                if value is None:
+                    ax.text(top * 0.01, i, "not measured", va="center", color=MISSING)
+                    continue
+                (bar,) = ax.barh(i, value * scale, color=HIGHLIGHT if ours else OTHER)
+                bar.set_gid(f"bar-{i}{'-prefork' if ours else ''}")
+                ax.text(
+                    value * scale + top * 0.01,
+                    i,
+                    label(row, value, metric),
+                    va="center",
+                    fontweight="bold" if ours else "normal",
+                )
+            ax.set_yticks(range(len(rows)), [r["server"] for r in rows])
+            for tick, row in zip(ax.get_yticklabels(), rows, strict=True):
+                tick.set_fontweight("bold" if row["server"].startswith("prefork") else "normal")
+            ax.invert_yaxis()
+            ax.set_xlim(0, top * 1.3)
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.set_title(f"{title}\n{sub}", loc="left", fontsize=10)
+            ax.set_xlabel(caption(rows), fontsize=8, color=OTHER)
+            fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
+        finally:
+            pyplot.close(fig)

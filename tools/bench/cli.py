@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import signal
@@ -216,6 +217,8 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
         args.duration = TLS_DURATION if args.suite == "tls" else 10
     if args.from_json and not args.chart:
         p.error("--from-json draws charts: it needs --chart DIR")
+    if args.chart and importlib.util.find_spec("matplotlib") is None:  # before an hour of runs
+        p.error("--chart draws with matplotlib, which is not installed: pip install -e '.[bench]'")
     for opt, known, default in (
         ("servers", suite.servers, default_servers(suite)),
         ("scenarios", suite.scenarios, suite.default_scenarios),
