@@ -27,6 +27,7 @@ from hyperframe.frame import (
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from prefork.errors import ProtocolError
@@ -276,3 +277,66 @@ def test_malformed_trailers_reset_the_stream(serve, wire) -> None:
     assert seen == [400]
     client.request(3)
     client.read_until(lambda: client.heads.get(3), "the next response")  # the connection lives
+
+
+# -- a complete response while the request is still coming (RFC 9113 section 8.1) -----------------
+
+
+async def answer_at_once(server: Any, stream: Any) -> None:
+    """Answer without reading the body: the response ends before the request does."""
+    await stream.get_headers()
+    await stream.write_headers(response_headers("200", content_length="2"), False)
+    await stream.write_chunk(b"ok", True)
+
+
+def answered_upload(client: Wire, content_length: int | None = None) -> None:
+    """Open stream 1 with a POST whose body is still to come; read the whole response."""
+    head = [("content-length", str(content_length))] if content_length is not None else []
+    fields = [(":method", "POST"), *REQUEST[1:], *head]
+    client.send(HeadersFrame(1, client.encoder.encode(fields), flags=["END_HEADERS"]))
+    client.read_until(lambda: any("END_STREAM" in f.flags for f in client.of(DataFrame, 1)), "ok")
+
+
+def error_code(client: Wire) -> int:
+    """The code of the stream error (RST_STREAM on 1) or connection error (GOAWAY) we got."""
+    client.read_until(lambda: client.of(RstStreamFrame, 1) or client.of(GoAwayFrame), "an error")
+    return (client.of(RstStreamFrame, 1) or client.of(GoAwayFrame))[0].error_code
+
+
+def test_the_rest_of_an_answered_request_is_still_checked(serve, wire) -> None:
+    """What the client sends after the response (h2spec's 8.1/1, 8.1.2.6/2 and 6.9.1/3 send
+    it without waiting for one) is still read: an error in it is answered as one."""
+    running = serve(answer_at_once)
+    trailers = wire(running)  # trailers must end the stream (RFC 9113 section 8.1)
+    answered_upload(trailers)
+    fields = trailers.encoder.encode([("x-test", "ok")])
+    trailers.send(DataFrame(1, b"test"), HeadersFrame(1, fields, flags=["END_HEADERS"]))
+    assert error_code(trailers) == ErrorCodes.PROTOCOL_ERROR
+    length = wire(running)  # content-length against the DATA received (8.1.1)
+    answered_upload(length, content_length=8)
+    length.send(DataFrame(1, b"test", flags=["END_STREAM"]))
+    assert error_code(length) == ErrorCodes.PROTOCOL_ERROR
+    window = wire(running)  # a stream window past 2^31-1 (section 6.9.1)
+    answered_upload(window)
+    window.send(WindowUpdateFrame(1, MAX_STREAM_ID), WindowUpdateFrame(1, MAX_STREAM_ID))
+    assert error_code(window) == ErrorCodes.FLOW_CONTROL_ERROR
+
+
+def test_the_rest_of_an_answered_request_ends_or_is_cut_off(serve, wire) -> None:
+    running = serve(answer_at_once)
+    short = wire(running)  # a short rest ends the stream: no reset, the connection serves on
+    answered_upload(short)
+    short.send(DataFrame(1, b"x" * 1000), DataFrame(1, b"", flags=["END_STREAM"]))
+    short.request(3)
+    short.read_until(lambda: short.of(DataFrame, 3), "the next response")
+    assert not short.of(RstStreamFrame) and not short.of(GoAwayFrame)
+    long = wire(running)  # past one initial window: RST_STREAM(NO_ERROR), stop sending
+    answered_upload(long)
+    long.send(*[DataFrame(1, b"x" * 16384) for _ in range(3)])  # within the stream's window
+    long.read_until(lambda: long.of(WindowUpdateFrame, 1), "the window given back")
+    long.send(*[DataFrame(1, b"x" * 16384) for _ in range(2)])  # 81,920 > 65,535 in all
+    long.read_until(lambda: long.of(RstStreamFrame, 1), "RST_STREAM")
+    assert long.of(RstStreamFrame, 1)[0].error_code == ErrorCodes.NO_ERROR
+    long.request(3)
+    long.read_until(lambda: long.of(DataFrame, 3), "the next response")
+    assert not long.of(GoAwayFrame)

@@ -245,11 +245,9 @@ class H2Stream(H2Sending, Stream):
     def _complete(self) -> None:
         self._response_done = True
         conn = self.connection
-        if not self._body_done:
-            # RFC 9113 section 8.1: a complete response may end a request still being sent
-            # with RST_STREAM(NO_ERROR); the client then stops sending the body.
+        if not self._body_done:  # the request is still coming: what is left is discarded
             self._body_done = True
-            conn._reset_stream(self, ErrorCodes.NO_ERROR)
+            conn._discard_rest(self.stream_id)
         conn._stream_done(self)
 
     # -- HTTP/2 only -------------------------------------------------------------------------------

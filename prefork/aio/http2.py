@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import h2.events as ev
 import h2.exceptions
 from h2.connection import ConnectionState
+from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from prefork.aio.common import TAKEN, Endpoints
@@ -73,6 +74,7 @@ class H2Connection(H2Closing, Endpoints, asyncio.Protocol):
         self._upgrade = upgrade
         self._fresh = fresh  # nothing received yet: the set-up deadline applies
         self._streams: dict[int, H2Stream] = {}
+        self._discarding: dict[int, int] = {}  # answered, request still coming: bytes allowed
         self._windows: dict[int, asyncio.Future[None]] = {}
         self._closed = False
         self._peer_eof = False
@@ -191,6 +193,7 @@ class H2Connection(H2Closing, Endpoints, asyncio.Protocol):
         log.debug(
             "HTTP/2 stream %d from %s reset: %s", event.stream_id, self.peername(), event.reason
         )
+        self._discarding.pop(event.stream_id, None)
         stream = self._streams.pop(event.stream_id, None)
         if stream is not None:  # malformed trailers: a read raises, no answer can go out
             stream._malformed(event.reason)
@@ -202,6 +205,9 @@ class H2Connection(H2Closing, Endpoints, asyncio.Protocol):
         if stream is None or stream._response_done:
             # nobody will read it: give the window back at once
             self._ack(event.stream_id, event.flow_controlled_length)
+            left = self._discarding.get(event.stream_id)
+            if left is not None:
+                self._discarded(event.stream_id, left - event.flow_controlled_length)
         else:
             stream._feed(event.data, event.flow_controlled_length)
 
@@ -211,11 +217,13 @@ class H2Connection(H2Closing, Endpoints, asyncio.Protocol):
             stream._feed_trailers(event.headers)
 
     def _on_end(self, event: ev.StreamEnded) -> None:
+        self._discarding.pop(event.stream_id, None)
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             stream._feed_end()
 
     def _on_reset(self, event: ev.StreamReset) -> None:
+        self._discarding.pop(event.stream_id, None)
         stream = self._streams.pop(event.stream_id, None)
         if stream is not None:
             stream._reset_by_peer(int(event.error_code))
@@ -270,13 +278,30 @@ class H2Connection(H2Closing, Endpoints, asyncio.Protocol):
     def _reset_stream(self, stream: H2Stream, code: int) -> None:
         stream._reset = True
         self._wake_windows(stream.stream_id)
+        self._reset_id(stream.stream_id, code)
+
+    def _reset_id(self, stream_id: int, code: int) -> None:
+        self._discarding.pop(stream_id, None)
         if self._closed:
             return
         try:
-            self.h2.reset_stream(stream.stream_id, code)
+            self.h2.reset_stream(stream_id, code)
         except h2.exceptions.ProtocolError:
             return  # already closed on both sides
         self._flush_soon()
+
+    def _discard_rest(self, stream_id: int) -> None:
+        """The response is complete while the request is still coming (RFC 9113 section 8.1).
+        Up to one initial window of it is read and dropped, so that what the client already
+        sent is still checked (trailers, content-length, flow control: a stream error answers
+        a bad one); past that, RST_STREAM(NO_ERROR) asks the client to stop sending."""
+        self._discarding[stream_id] = self._options.h2_initial_window_size
+
+    def _discarded(self, stream_id: int, left: int) -> None:
+        if left < 0:
+            self._reset_id(stream_id, ErrorCodes.NO_ERROR)
+        else:
+            self._discarding[stream_id] = left
 
     def _stream_done(self, stream: H2Stream) -> None:
         self._streams.pop(stream.stream_id, None)
