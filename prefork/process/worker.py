@@ -210,8 +210,8 @@ class Worker:
         socket it took through ``on_socket_done``)."""
         assert self.server is not None
         self._open += 1
-        try:
-            sock = socket.socket(fileno=fd)
+        try:  # (proto=0: one getsockopt() fewer; nothing reads the protocol number)
+            sock = socket.socket(proto=0, fileno=fd)
         except OSError as exc:  # not a socket
             os.close(fd)
             log.error("received descriptor %d is not a socket (%s): closed", fd, exc)
