@@ -82,7 +82,16 @@ SUITES = {
         10,
     ),
     "tls": (
-        ["prefork-h2c", "hypercorn-h2c", "prefork-tls", "uvicorn-h11-tls", "hypercorn-tls"],
+        [
+            "prefork-h2c",
+            "hypercorn-h2c",
+            "prefork-tls",
+            "uvicorn-h11-tls",
+            "hypercorn-tls",
+            "prefork-tls-fast",
+            "uvicorn-fast-tls",
+            "lua-http-tls",
+        ],
         ["h2c", "h2-tls", "https-keep-alive", "https-close"],
         8,
     ),

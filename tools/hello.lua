@@ -3,16 +3,22 @@
 -- with the answer every other peer gives (200 text/plain "Hello world!\n" with a
 -- content-length; the example sends no length, so lua-http would chunk the body).
 --
---   lua5.3 tools/hello.lua HOST PORT [reuseport]
+--   lua5.2 tools/hello.lua HOST PORT [reuseport] [tls]
 --
--- Plaintext only (tls = false), any HTTP version: lua-http sniffs the HTTP/2 preface, so the
--- one port serves HTTP/1.1 and h2c prior knowledge, as prefork's does. "reuseport" sets
--- SO_REUSEPORT, so that two copies share the port (the bench's two-worker row). The idle
--- timeout is lifted to 300 s, as for every peer, so the idle-memory connections stay open.
+-- Plaintext by default (tls = false), any HTTP version: lua-http sniffs the HTTP/2 preface, so
+-- the one port serves HTTP/1.1 and h2c prior knowledge, as prefork's does. "tls" serves TLS only
+-- (tls = true, no ctx: lua-http makes its own self-signed RSA-2048 certificate and offers h2
+-- and http/1.1 by ALPN; the bench's --suite tls). "reuseport" sets SO_REUSEPORT, so that two
+-- copies share the port (the bench's two-worker row). The idle timeout is lifted to 300 s, as
+-- for every peer, so the idle-memory connections stay open.
 local http_server = require "http.server"
 local http_headers = require "http.headers"
 
 local host, port = assert(arg[1], "HOST"), assert(tonumber(arg[2]), "PORT")
+local flags = {}
+for i = 3, #arg do
+	flags[arg[i]] = true
+end
 local body = "Hello world!\n"
 
 -- A client that leaves mid-answer is not an error here (lua-http's example asserts, so its
@@ -36,8 +42,8 @@ local server = assert(http_server.listen {
 	host = host;
 	port = port;
 	reuseaddr = true;
-	reuseport = arg[3] == "reuseport";
-	tls = false;
+	reuseport = flags.reuseport or false;
+	tls = flags.tls or false;
 	intra_stream_timeout = 300;
 	onstream = reply;
 	onerror = function(_, context, op, err)

@@ -34,10 +34,14 @@ prefork runs tools/peers/prefork_serve.py (tls=False for h2c, tls=True with that
 Scenarios (each against its own servers):
   h2c               h2load -n50000 -c16 -m10 http://  (prior knowledge): prefork-h2c vs
                     hypercorn-h2c
-  h2-tls            the same over https:// (ALPN h2): prefork-tls vs hypercorn-tls
-  https-keep-alive  wrk -t1 -c64 over https:// (HTTP/1.1): prefork-tls, uvicorn-h11-tls,
-                    hypercorn-tls; ratio to uvicorn-h11-tls
-  https-close       the same with "Connection: close": a new TLS handshake per request
+  h2-tls            the same over https:// (ALPN h2): prefork-tls, prefork-tls-fast (on
+                    uvloop) and lua-http-tls vs hypercorn-tls
+  https-keep-alive  wrk -t1 -c64 over https:// (HTTP/1.1): prefork-tls, prefork-tls-fast,
+                    uvicorn-h11-tls, uvicorn-fast-tls (httptools, uvloop), hypercorn-tls,
+                    lua-http-tls (its own self-signed RSA-2048 certificate); ratio to
+                    uvicorn-h11-tls
+  https-close       the same with "Connection: close" (a new TLS handshake per request),
+                    without lua-http-tls
 h2load's failed / errored / timed-out requests are counted as errors and its messages printed.
 Goals: h2c and h2-tls >= 2x hypercorn, https-keep-alive >= 1.3x uvicorn-h11 (reported only).
 

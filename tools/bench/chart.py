@@ -11,6 +11,7 @@ bytes. Each bar is a group whose id is `bar-N` (`bar-N-prefork` for prefork's ow
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def draw(path: Path, title: str, sub: str, rows: list[dict[str, Any]], metric: s
             ax.invert_yaxis()
             ax.set_xlim(0, top * 1.3)
             ax.spines[["top", "right"]].set_visible(False)
-            ax.set_title(f"{title}\n{sub}", loc="left", fontsize=10)
+            ax.set_title(f"{title}\n{textwrap.fill(sub, 96)}", loc="left", fontsize=10)
             ax.set_xlabel(caption(rows), fontsize=8, color=OTHER)
             fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
         finally:

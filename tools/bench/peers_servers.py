@@ -10,7 +10,16 @@ peers through tools/peers/asgi_hello.py; lua-http through tools/hello.lua).
 
 from __future__ import annotations
 
-from tools.bench.servers import ASGI_APP, BASELINE, KEEPALIVE_S, SERVERS, STREAM_APP, ServerDef
+from tools.bench.servers import (
+    ASGI_APP,
+    BASELINE,
+    CERT_ARGS,
+    KEEPALIVE_S,
+    PREFORK_SERVE,
+    SERVERS,
+    STREAM_APP,
+    ServerDef,
+)
 
 FAST = "uvicorn-fast"  # uvicorn --http httptools --loop uvloop: the suite's baseline
 FAST_W2 = "uvicorn-fast-w2"
@@ -85,14 +94,20 @@ def _peer(argv: tuple[str, ...], workers: int = 1) -> ServerDef:
     return ServerDef(argv, needs=argv[0], peer=True, workers=workers, unpinned=workers > 1)
 
 
-def _lua(binary: str, share: str, package: str, workers: int = 1) -> ServerDef:
+def _lua(binary: str, share: str, package: str, workers: int = 1, tls: bool = False) -> ServerDef:
     one = f"{binary} tools/hello.lua {{host}} {{port}}"
     if workers == 1:
         argv: tuple[str, ...] = (binary, "tools/hello.lua", "{host}", "{port}")
+        argv += ("tls",) if tls else ()
     else:  # lua-http has no workers: copies of the server share the port with SO_REUSEPORT
         argv = ("sh", "-c", f"{one} reuseport & " * (workers - 1) + f"exec {one} reuseport")
     return ServerDef(
-        argv, needs=share, debian=("lua-http", package), workers=workers, unpinned=workers > 1
+        argv,
+        needs=share,
+        debian=("lua-http", package),
+        workers=workers,
+        unpinned=workers > 1,
+        https=tls,
     )
 
 
@@ -127,3 +142,22 @@ EXTRA = ("prefork-asgi", "lua-http-jit")
 ONE_CORE = ("prefork", PURE, BASELINE, FAST, "gunicorn-asgi", "granian", LUA, *EXTRA)
 H2C = ("prefork", PURE, "gunicorn-asgi-h2c", "granian", LUA, *EXTRA)
 TWO_WORKERS = tuple(name for name in PEERS_SERVERS if name.endswith("-w2"))
+
+# --suite tls: the peers of issue 13 item 6 beside the suite's own (tools/bench/servers.py)
+TLS_PEERS: dict[str, ServerDef] = {
+    "prefork-tls-fast": ServerDef(
+        (*PREFORK_SERVE, "--tls", "true", *CERT_ARGS, "--loop", "uvloop"),
+        needs="{repo}/tools/peers/prefork_serve.py",
+        pythonpath=True,
+        https=True,
+    ),
+    "uvicorn-fast-tls": ServerDef(
+        (*UVICORN_FAST, "--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
+        needs="{venv}/bin/uvicorn",
+        peer=True,
+        https=True,
+    ),
+    # its own self-signed RSA-2048 certificate (lua-http's default): fine for the keep-alive
+    # and h2 rows, where handshakes are few; not run for https-close
+    "lua-http-tls": _lua(LUA_BIN, LUA_SHARE, "lua5.2", tls=True),
+}

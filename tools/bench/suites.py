@@ -16,6 +16,7 @@ from tools.bench.peers_servers import (
     LUA,
     ONE_CORE,
     PEERS_SERVERS,
+    TLS_PEERS,
     TWO_WORKERS,
 )
 from tools.bench.process import Running
@@ -85,18 +86,28 @@ TLS_SCENARIOS: dict[str, Scenario] = {
         h2load_scenario("http"), "rps", baseline=H2C_BASELINE, servers=("prefork-h2c", H2C_BASELINE)
     ),
     "h2-tls": Scenario(
-        h2load_scenario("https"), "rps", baseline=H2_BASELINE, servers=("prefork-tls", H2_BASELINE)
+        h2load_scenario("https"),
+        "rps",
+        baseline=H2_BASELINE,
+        servers=("prefork-tls", "prefork-tls-fast", H2_BASELINE, "lua-http-tls"),
     ),
     "https-keep-alive": Scenario(
         mp_wrk_scenario(scheme="https"),
         "rps",
-        servers=("prefork-tls", TLS_BASELINE, H2_BASELINE),
+        servers=(
+            "prefork-tls",
+            "prefork-tls-fast",
+            TLS_BASELINE,
+            "uvicorn-fast-tls",
+            H2_BASELINE,
+            "lua-http-tls",
+        ),
     ),
     # wrk does not resume TLS sessions: each request is a new connection and a full handshake
     "https-close": Scenario(
         mp_wrk_scenario("-H", "Connection: close", scheme="https"),
         "rps",
-        servers=("prefork-tls", TLS_BASELINE, H2_BASELINE),
+        servers=("prefork-tls", "prefork-tls-fast", TLS_BASELINE, "uvicorn-fast-tls", H2_BASELINE),
     ),
 }
 TLS_DURATION = 8  # wrk seconds: the whole suite in about 3 minutes
@@ -156,7 +167,7 @@ class Suite:
 SUITES = {
     "single": Suite(SERVERS, SCENARIOS, tuple(SCENARIOS), BASELINE),
     "master": Suite(MASTER_SERVERS, MASTER_SCENARIOS, MASTER_DEFAULT_SCENARIOS, MASTER_BASELINE),
-    "tls": Suite(TLS_SERVERS, TLS_SCENARIOS, tuple(TLS_SCENARIOS), TLS_BASELINE),
+    "tls": Suite({**TLS_SERVERS, **TLS_PEERS}, TLS_SCENARIOS, tuple(TLS_SCENARIOS), TLS_BASELINE),
     "apps": Suite(APPS_SERVERS, APPS_SCENARIOS, tuple(APPS_SCENARIOS), BASELINE),
     "peers": Suite(
         PEERS_SERVERS,
