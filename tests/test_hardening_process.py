@@ -249,13 +249,22 @@ class ChannelPeer:
         fdpass.send(self.channel, data, fds or [])
 
     def expect(self, *kinds: bytes) -> wire.Message:
-        """The next message of one of ``kinds`` (CLOSED counts on the way are summed)."""
+        """The next message of one of ``kinds`` (closed counts on the way are summed: CLOSED's,
+        and the one an ACK carries)."""
         while True:
             message = wire.decode(self.channel.recv(4096))
-            if message.kind == wire.CLOSED:
+            if message.kind in (wire.CLOSED, wire.ACK):
                 self.closed += message.number
             if message.kind in kinds:
                 return message
+
+    def answer(self) -> tuple[bytes, int]:
+        """The answer to the one batch sent last: ``(wire.ACK or wire.REFUSE, batch id)``."""
+        message = self.expect(wire.ACK, wire.REFUSE)
+        if message.kind == wire.ACK:
+            (batch_id,) = message.batches
+            return wire.ACK, batch_id
+        return wire.REFUSE, message.number
 
     def wait_closed(self, count: int) -> None:
         while self.closed < count:
@@ -327,7 +336,7 @@ def test_what_a_worker_cannot_serve_is_closed_and_reported_and_the_rest_served(
     client, accepted = tcp_pair()
     with dgram_peer:
         peer.send(wire.batch(1), [read_end, dgram.fileno(), accepted.fileno()])
-        assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 1)
+        assert peer.answer() == (wire.ACK, 1)
         os.close(read_end)  # the master closes its copies after the ack
         dgram.close()
         accepted.close()
@@ -358,7 +367,7 @@ def test_fds_with_a_message_that_is_not_a_batch_are_closed(channel_peer, tcp_pai
             os.close(write_end)
     client, accepted = tcp_pair()
     peer.send(wire.batch(2), [accepted.fileno()])
-    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 2)
+    assert peer.answer() == (wire.ACK, 2)
     accepted.close()
     client.sendall(REQUEST)
     assert read_response(client).startswith(b"HTTP/1.1 200")
@@ -443,18 +452,18 @@ def test_a_worker_at_max_concurrent_refuses_a_batch_rather_than_exceed_it(channe
     peer = channel_peer(gate.onstream, gate.release, max_concurrent=1)
     first, accepted = tcp_pair()
     peer.send(wire.batch(1), [accepted.fileno()])
-    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 1)
+    assert peer.answer() == (wire.ACK, 1)
     accepted.close()
     first.sendall(REQUEST)
     gate.wait_entered()
     second, accepted = tcp_pair()
     peer.send(wire.batch(2), [accepted.fileno()])
-    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.REFUSE, 2)
+    assert peer.answer() == (wire.REFUSE, 2)
     gate.open()
     assert read_response(first).endswith(b"hello\n")
     peer.wait_closed(1)
     peer.send(wire.batch(3), [accepted.fileno()])  # the master's copy, handed out again
-    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 3)
+    assert peer.answer() == (wire.ACK, 3)
     accepted.close()
     second.sendall(REQUEST)
     assert read_response(second).endswith(b"hello\n")
@@ -467,14 +476,14 @@ def test_a_batch_arriving_after_close_is_refused_not_dropped(channel_peer, tcp_p
     peer = channel_peer(gate.onstream, gate.release)
     first, accepted = tcp_pair()
     peer.send(wire.batch(1), [accepted.fileno()])
-    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.ACK, 1)
+    assert peer.answer() == (wire.ACK, 1)
     accepted.close()
     first.sendall(REQUEST)
     gate.wait_entered()  # a request in flight: the closing worker's loop runs on
     gate.call(peer.worker.close)
     second, accepted = tcp_pair()
     peer.send(wire.batch(2), [accepted.fileno()])
-    assert peer.expect(wire.ACK, wire.REFUSE) == wire.Message(wire.REFUSE, 2)
+    assert peer.answer() == (wire.REFUSE, 2)
     second.setblocking(False)
     with pytest.raises(BlockingIOError):  # still open: the master's copy is alive
         second.recv(1)

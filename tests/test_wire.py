@@ -23,7 +23,6 @@ from prefork.process import fdpass, wire
     ("encode", "kind"),
     [
         (wire.batch, wire.BATCH),
-        (wire.ack, wire.ACK),
         (wire.refuse, wire.REFUSE),
         (wire.closed, wire.CLOSED),
     ],
@@ -34,6 +33,23 @@ def test_u32_messages_round_trip(encode, kind, number):
     message = wire.decode(data)
     assert message.kind == kind
     assert message.number == number
+
+
+@pytest.mark.parametrize(
+    ("batches", "closed"), [([0], 0), ([7], 3), ([1, 2, 0xFFFFFFFF], 0xFFFFFFFF)]
+)
+def test_ack_round_trip(batches, closed):
+    """The batches taken in one loop iteration, with the connections closed since the last."""
+    data = wire.ack(batches, closed)
+    assert len(data) == 5 + 4 * len(batches)
+    assert wire.decode(data) == wire.Message(wire.ACK, closed, batches=tuple(batches))
+
+
+def test_ack_is_bounded():
+    assert len(wire.ack(list(range(wire.MAX_ACKS)), 9)) < 4096  # what the master reads at once
+    for batches in ([], list(range(wire.MAX_ACKS + 1))):
+        with pytest.raises(ValueError):
+            wire.ack(batches)
 
 
 @pytest.mark.parametrize(("requests", "open_"), [(0, 0), (12345, 7), (2**64 - 1, 2**32 - 1)])
@@ -87,7 +103,8 @@ def test_messages_fit_a_datagram_and_are_distinct():
         b"Zxxxx",
         b"A",  # too short
         b"A\x00\x00\x01",
-        b"A\x00\x00\x00\x01\x00",  # too long
+        b"A\x00\x00\x00\x01",  # a closed count and no batch
+        b"A" + b"\x00" * 9,  # not whole u32s
         b"N\x00\x00",
         b"B\x00",
         b"C" + b"\x00" * 8,
@@ -190,7 +207,7 @@ def test_message_boundaries_keep_fds_with_their_message(channel, tcp_pairs):
     master, worker = channel
     fds = [server.fileno() for _, server in tcp_pairs]
     fdpass.send(master, wire.batch(1), fds[:3])
-    fdpass.send(master, wire.ack(99))  # no fds
+    fdpass.send(master, wire.ack([99]))  # no fds
     fdpass.send(master, wire.batch(2), fds[3:])
     received: list[int] = []
     try:
@@ -199,7 +216,7 @@ def test_message_boundaries_keep_fds_with_their_message(channel, tcp_pairs):
         assert wire.decode(data).number == 1 and len(got) == 3
         data, got = fdpass.receive(worker)
         received += got
-        assert wire.decode(data) == wire.Message(wire.ACK, 99) and got == []
+        assert wire.decode(data) == wire.Message(wire.ACK, batches=(99,)) and got == []
         data, got = fdpass.receive(worker)
         received += got
         assert wire.decode(data).number == 2 and len(got) == 7
@@ -247,14 +264,14 @@ def test_send_on_full_channel_raises_blocking_io_error(channel):
     master, _ = channel
     with pytest.raises(BlockingIOError):
         for _ in range(100_000):
-            fdpass.send(master, wire.ack(1))
+            fdpass.send(master, wire.ack([1]))
 
 
 def test_send_to_closed_peer_raises_os_error(channel):
     master, worker = channel
     worker.close()
     with pytest.raises(OSError) as info:
-        fdpass.send(master, wire.ack(1))
+        fdpass.send(master, wire.ack([1]))
     assert not isinstance(info.value, BlockingIOError)  # a dead worker, not a full channel
 
 

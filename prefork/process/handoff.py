@@ -183,8 +183,11 @@ class Handoff:
         dispatcher = self.pool.dispatcher
         kind = message.kind
         if kind == wire.ACK:
-            for fd in dispatcher.acked(worker.pid, message.number):
-                close_fd(fd)
+            for batch_id in message.batches:
+                for fd in dispatcher.acked(worker.pid, batch_id):
+                    close_fd(fd)
+            if message.number:
+                dispatcher.closed(worker.pid, message.number)
         elif kind == wire.REFUSE:  # closing, at its limit or out of fds: someone else's
             self.pool.waiting[:0] = dispatcher.refused(worker.pid, message.number)
             log.debug("worker %d refused batch %d", worker.pid, message.number)

@@ -6,7 +6,8 @@ Two channels per worker::
       |== channel: SOCK_SEQPACKET socketpair ========|   one message = one datagram
       |   down:  BATCH  'B' u32 batch_id [u8 mark per fd] + SCM_RIGHTS fds (the connections)
       |   up:    READY  'R'                       worker's server is up, send work
-      |          ACK    'A' u32 batch_id          batch taken: master closes its copies
+      |          ACK    'A' u32 closed u32 batch_id...  batches taken: master closes its
+      |                                           copies; and ``closed`` connections finished
       |          REFUSE 'N' u32 batch_id          batch not taken (closing, at --max-concurrent,
       |                                           or at the fd limit): master hands it out again
       |          CLOSED 'C' u32 count             that many connections finished
@@ -17,6 +18,10 @@ Two channels per worker::
       |-- control: pipe, master -> worker ------------>|   one command per line
           pause | resume | close | reopen-logs          EOF: the master is gone
           drain | undrain                               the health path: 503 / 200 again
+
+The worker reports once per loop iteration: the batches it took in that iteration, with the
+count of connections finished since its last report, go in one ACK (a CLOSED alone when it took
+none), so that a busy master gets one message, not one per batch and one per close.
 
 Integers are big-endian. SEQPACKET keeps message boundaries and delivers the fds with their
 message, so nothing here parses a byte stream; the control pipe is a byte stream of lines.
@@ -61,6 +66,7 @@ class Message:
     requests: int = 0
     text: str = ""
     marks: bytes = b""
+    batches: tuple[int, ...] = ()  # ACK: the batch ids taken (``number``: the closed count)
 
 
 def batch(batch_id: int, marks: bytes = b"") -> bytes:
@@ -68,8 +74,14 @@ def batch(batch_id: int, marks: bytes = b"") -> bytes:
     return BATCH + _U32.pack(batch_id) + marks
 
 
-def ack(batch_id: int) -> bytes:
-    return ACK + _U32.pack(batch_id)
+MAX_ACKS = 512  # batch ids in one ACK: 2 KiB, well within the master's 4 KiB read
+
+
+def ack(batch_ids: list[int] | tuple[int, ...], closed: int = 0) -> bytes:
+    """The batches taken (one to ``MAX_ACKS``), and ``closed`` connections finished."""
+    if not 0 < len(batch_ids) <= MAX_ACKS:
+        raise ValueError(f"an ACK carries 1 to {MAX_ACKS} batch ids, got {len(batch_ids)}")
+    return ACK + struct.pack(f">{len(batch_ids) + 1}I", closed, *batch_ids)
 
 
 def refuse(batch_id: int) -> bytes:
@@ -107,7 +119,10 @@ def decode(data: bytes) -> Message:
     try:
         if kind == BATCH:
             return Message(kind, _U32.unpack_from(body)[0], marks=body[4:])
-        if kind in (ACK, REFUSE, CLOSED):
+        if kind == ACK and len(body) >= 8 and len(body) % 4 == 0:
+            closed, *batches = struct.unpack(f">{len(body) // 4}I", body)
+            return Message(kind, closed, batches=tuple(batches))
+        if kind in (REFUSE, CLOSED):
             return Message(kind, _U32.unpack(body)[0])
         if kind == BEAT:
             requests, open_connections = _BEAT.unpack(body)

@@ -1,12 +1,13 @@
 """A worker: a prefork Server fed with connections by the master over a channel.
 
 The worker never accepts. Batches of sockets arrive on its channel (``wire.BATCH`` with
-SCM_RIGHTS); each goes to ``server.add_socket`` and the batch is acknowledged at once, from the
-event loop, so a worker stuck in CPU work shows up to the master as an unacknowledged batch.
+SCM_RIGHTS); each goes to ``server.add_socket`` and the batch is acknowledged in the same loop
+iteration, so a worker stuck in CPU work shows up to the master as an unacknowledged batch.
 A batch the worker cannot take whole (it is closing, it would exceed ``max_concurrent``, or its
 descriptors did not fit under the fd limit) is refused (``wire.REFUSE``): the master still holds
 its copies and hands them to another worker.
-Finished connections are reported (``wire.CLOSED``, coalesced per loop iteration) and a
+Batches taken and connections finished are reported once per loop iteration (one ``wire.ACK``
+with the closed count, or a ``wire.CLOSED`` alone) and a
 heartbeat with statistics leaves every ``heartbeat`` seconds. Commands (``pause``, ``resume``,
 ``close``, ``reopen-logs``, ``drain``, ``undrain``) come on the control pipe; EOF on it means
 the master is gone, and the worker finishes its requests and exits: no orphans.
@@ -72,6 +73,7 @@ class Worker:
         self.server: prefork.server.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed_count = 0
+        self._acks: list[int] = []  # batches taken this loop iteration, not yet acknowledged
         self._open = 0  # connections taken and not finished with: ours, as the master counts them
         self._closing = False
         self._report_scheduled = False
@@ -114,7 +116,7 @@ class Worker:
                 except Exception:
                     log.exception("lifespan shutdown failed")
         finally:
-            self._flush_closed()
+            self._flush_reports()
             logs.flush_access()
             loop.remove_reader(self.channel.fileno())
             if self.control is not None:
@@ -187,9 +189,11 @@ class Worker:
         else:
             for fd, mark in zip(fds, marks or bytes(len(fds)), strict=True):
                 self._adopt(fd, bool(mark & wire.PROXIED))
-            self._send(wire.ack(batch_id))
+            self._acks.append(batch_id)
+            self._report_soon()
 
     def _refuse(self, batch_id: int, fds: list[int], why: str) -> None:
+        self._flush_reports()  # the batches taken before this one are acknowledged first
         _close_fds(fds)  # the master keeps its copies until it hears back
         self._send(wire.refuse(batch_id))
         log.warning("worker %d refused batch %d: %s", os.getpid(), batch_id, why)
@@ -231,14 +235,22 @@ class Worker:
     def _socket_done(self) -> None:
         self._open -= 1
         self._closed_count += 1
+        self._report_soon()
+
+    def _report_soon(self) -> None:
         if not self._report_scheduled:
             self._report_scheduled = True
-            self._loop.call_soon(self._flush_closed)  # type: ignore[union-attr]
+            self._loop.call_soon(self._flush_reports)  # type: ignore[union-attr]
 
-    def _flush_closed(self) -> None:
+    def _flush_reports(self) -> None:
+        """One message for this loop iteration: the batches taken and the closed count."""
         self._report_scheduled = False
-        if self._closed_count:
-            count, self._closed_count = self._closed_count, 0
+        count, self._closed_count = self._closed_count, 0
+        acks, self._acks = self._acks, []
+        for i in range(0, len(acks), wire.MAX_ACKS):
+            self._send(wire.ack(acks[i : i + wire.MAX_ACKS], count))
+            count = 0
+        if count:
             self._send(wire.closed(count))
 
     def _send_beat(self) -> None:
