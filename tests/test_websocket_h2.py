@@ -353,3 +353,36 @@ def test_close_gives_up_on_a_silent_peer_with_rst_stream_cancel(serve, client) -
     assert reset.error_code == ErrorCodes.CANCEL
     # 1 ms less allowed: uvloop's timers (libuv's) have a resolution of 1 ms
     assert 0.199 <= seen.get(timeout=TIMEOUT) < 5
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, ("203.0.113.7", "https")),  # loopback is a trusted proxy by default
+        ({"forwarded_allow_ips": "10.0.0.1"}, ("127.0.0.1", "http")),  # an untrusted peer
+    ],
+    ids=["trusted", "untrusted"],
+)
+def test_forwarded_headers_on_an_extended_connect(serve, client, options, expected) -> None:
+    """A WebSocket opened over HTTP/2 behind a proxy sees the client the proxy names (RFC 8441
+    streams go through the same forwarded-header step as any request), and only from a
+    trusted peer."""
+    seen: queue.Queue = queue.Queue()
+
+    async def onstream(server: Any, stream: Any) -> None:
+        req = await stream.get_headers()
+        seen.put((stream.peername()[1], req.get(":scheme")))
+        ws = await websocket.new_from_stream(stream, req)
+        async with ws:
+            await ws.accept()
+            async for message in ws:
+                await ws.send(message)
+
+    running = serve(onstream, **options)
+    c = client(running)
+    sid, _ = c.open_ws(x_forwarded_for="6.6.6.6, 203.0.113.7", x_forwarded_proto="https")
+    assert seen.get(timeout=TIMEOUT) == expected
+    c.send(sid, TextMessage(data="through"))
+    assert c.receive(sid) == TextMessage(data="through")
+    c.send(sid, CloseConnection(code=1000))
+    assert isinstance(c.receive(sid), CloseConnection)
