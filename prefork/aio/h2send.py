@@ -30,11 +30,11 @@ class H2Sending:
     stream_id: int
     _reset: bool
 
-    def _complete(self) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by H2Stream, as the attributes above
 
-    def rst_stream(self, code: int = ErrorCodes.CANCEL) -> None:
-        raise NotImplementedError
+        def _complete(self) -> None: ...
+
+        def rst_stream(self, code: int = ErrorCodes.CANCEL) -> None: ...
 
     def _send_fitting(self, data: Any, end_stream: bool) -> bool:
         """Send ``data`` in one DATA frame if the send windows and the frame size allow;
