@@ -18,6 +18,7 @@ from tools.bench.servers import (
     PREFORK_SERVE,
     SERVERS,
     STREAM_APP,
+    UVICORN_CERT_ARGS,
     ServerDef,
 )
 
@@ -152,7 +153,7 @@ TLS_PEERS: dict[str, ServerDef] = {
         https=True,
     ),
     "uvicorn-fast-tls": ServerDef(
-        (*UVICORN_FAST, "--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
+        (*UVICORN_FAST, *UVICORN_CERT_ARGS),
         needs="{venv}/bin/uvicorn",
         peer=True,
         https=True,

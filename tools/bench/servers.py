@@ -207,6 +207,7 @@ H2_BASELINE = "hypercorn-tls"
 TLS_BASELINE = "uvicorn-h11-tls"
 PREFORK_SERVE = ("{python}", "tools/peers/prefork_serve.py", "--host", "{host}", "--port", "{port}")
 CERT_ARGS = ("--certfile", "{certfile}", "--keyfile", "{keyfile}")  # prefork's and hypercorn's
+UVICORN_CERT_ARGS = ("--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}")
 # no limit on requests per connection (hypercorn's default, 1000, ends h2load's connections)
 HYPERCORN_ARGV = (*SERVERS["hypercorn"].argv[:-1], "-c", "tools/peers/hypercorn.toml", ASGI_APP)
 UVICORN_ARGV = SERVERS["uvicorn-h11"].argv
@@ -228,7 +229,7 @@ TLS_SERVERS: dict[str, ServerDef] = {
         https=True,
     ),
     TLS_BASELINE: ServerDef(
-        (*UVICORN_ARGV, "--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
+        (*UVICORN_ARGV, *UVICORN_CERT_ARGS),
         needs="{venv}/bin/uvicorn",
         peer=True,
         https=True,
